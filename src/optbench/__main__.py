@@ -1,0 +1,3 @@
+from optbench.train import main
+
+main()

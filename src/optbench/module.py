@@ -1,0 +1,141 @@
+"""The LightningModule: one optimizer step per batch, metrics summed on the device.
+
+Manual optimisation keeps the step explicit: a batch larger than ``micro_batch_size`` (full-batch
+GD over 60k samples) is split into chunks whose gradients are accumulated with weight
+``len(chunk)/len(batch)``, so the step is the exact full-batch gradient while only one chunk's
+activations are alive at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DivergenceError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, step: int, loss: float):
+        self.epoch, self.step, self.loss = epoch, step, loss
+        super().__init__(
+            f"Training diverged: loss became {loss} at epoch {epoch}, step {step}. "
+            "Lower optimizer.lr (or pick another optimizer) and run again."
+        )
+
+
+class ClassifierModule(pl.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        micro_batch_size: int | None = 4096,
+        channels_last: bool = False,
+    ):
+        super().__init__()
+        if micro_batch_size is not None and micro_batch_size <= 0:
+            raise ValueError(f"Invalid model.micro_batch_size={micro_batch_size}; give a positive integer or null.")
+        self.automatic_optimization = False
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.micro_batch_size = micro_batch_size
+        self.channels_last = channels_last
+        self._sums: dict[str, torch.Tensor] = {}
+        self.epoch_metrics: dict[str, float] = {}
+        self._summarized_epoch = -1
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.net.prepare(images)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def configure_optimizers(self):
+        return self.optimizer_factory(self.parameters())
+
+    def on_fit_start(self) -> None:
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    # -- per-epoch sums: [loss·n, correct, n], reduced across ranks once per epoch --------------
+    def _reset(self, split: str) -> None:
+        self._sums[split] = torch.zeros(3, dtype=torch.float64, device=self.device)
+
+    def _accumulate(self, split: str, loss_sum: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        correct = (logits.argmax(1) == y).sum()
+        count = torch.tensor(len(y), dtype=torch.float64, device=correct.device)
+        self._sums[split] += torch.stack([loss_sum.detach().double(), correct.double(), count])
+
+    def reduce(self, split: str) -> dict[str, float]:
+        """Exact loss and accuracy over every sample all ranks saw (call on every rank)."""
+        sums = self._sums[split]
+        if self.trainer.world_size > 1:
+            sums = self.trainer.strategy.reduce(sums.clone(), reduce_op="sum")
+        loss, correct, n = sums.tolist()
+        return {f"{split}_loss": loss / n, f"{split}_acc": correct / n} if n else {}
+
+    def on_train_epoch_start(self) -> None:
+        self._reset("train")
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        n = len(labels)
+        chunk = self.micro_batch_size or n
+        loss_total = None
+        for x, y in zip(images.split(chunk), labels.split(chunk), strict=True):
+            logits = self(x)
+            loss_sum = F.cross_entropy(logits, y, reduction="sum")
+            self.manual_backward(loss_sum / n)
+            self._accumulate("train", loss_sum, logits, y)
+            loss_total = loss_sum.detach() if loss_total is None else loss_total + loss_sum.detach()
+        loss = loss_total.item() / n
+        if not math.isfinite(loss):
+            raise DivergenceError(self.current_epoch + 1, self.global_step + 1, loss)
+        opt.step()
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset("val")
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step("val", batch)
+
+    def on_test_epoch_start(self) -> None:
+        self._reset("test")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step("test", batch)
+
+    def _eval_step(self, split: str, batch) -> None:
+        images, labels = batch
+        logits = self(images)
+        self._accumulate(split, F.cross_entropy(logits, labels, reduction="sum"), logits, labels)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        metrics = self.reduce("val")
+        self.epoch_metrics.update(metrics)
+        self.log_dict(metrics, prog_bar=True, logger=False, sync_dist=False, rank_zero_only=True)
+
+    def on_test_epoch_end(self) -> None:
+        metrics = self.reduce("test")
+        self.epoch_metrics.update(metrics)
+        self.log_dict(metrics, logger=False, rank_zero_only=True)
+
+    def epoch_summary(self) -> dict[str, float]:
+        """This epoch's train and val metrics; reduces the train sums once (collective: all ranks call it)."""
+        if self._summarized_epoch != self.current_epoch:
+            metrics = self.reduce("train")
+            self.epoch_metrics.update(metrics)
+            self.log_dict(metrics, prog_bar=True, logger=False, rank_zero_only=True)
+            self._summarized_epoch = self.current_epoch
+        return dict(self.epoch_metrics)
+
+    def on_train_epoch_end(self) -> None:
+        self.epoch_summary()

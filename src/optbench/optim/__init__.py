@@ -1,0 +1,24 @@
+"""optbench's own optimizers, written from their update rules (see docs/optimizers.md)."""
+
+from .adadelta import Adadelta
+from .adagrad import Adagrad
+from .adam import Adam
+from .base import BaseOptimizer
+from .registry import OPTIMIZERS, PRESETS, create, resolve_hparams
+from .rmsprop import RMSprop
+from .rprop import Rprop
+from .sgd import SGD
+
+__all__ = [
+    "OPTIMIZERS",
+    "PRESETS",
+    "SGD",
+    "Adadelta",
+    "Adagrad",
+    "Adam",
+    "BaseOptimizer",
+    "RMSprop",
+    "Rprop",
+    "create",
+    "resolve_hparams",
+]

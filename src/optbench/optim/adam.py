@@ -1,0 +1,94 @@
+"""Adam: momentum on the gradient plus RMSProp's scaling, both bias-corrected.
+
+    m ← β₁·m + (1 − β₁)·g,   v ← β₂·v + (1 − β₂)·g²,   v ← max(v̂_prev, v) with ``amsgrad``
+    PyTorch: w ← w − η/(1 − β₁ᵗ) · m / (√v/√(1 − β₂ᵗ) + ε)
+    Keras:   w ← w − η·√(1 − β₂ᵗ)/(1 − β₁ᵗ) · m / (√v + ε̂)      (``epsilon_hat=True``)
+
+The two differ only in where ε sits: Keras's ε̂ equals PyTorch's ε·√(1 − β₂ᵗ).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .base import BaseOptimizer, apply_weight_decay_foreach, apply_weight_decay_single, check, check_common
+
+
+class Adam(BaseOptimizer):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        epsilon_hat: bool = False,
+        decoupled_weight_decay: bool = False,
+        foreach: bool | None = None,
+    ):
+        check_common(lr, weight_decay, eps)
+        betas = tuple(betas)
+        check(len(betas) == 2, f"Invalid betas={betas}; give two values (beta1, beta2).")
+        for i, b in enumerate(betas):
+            check(0.0 <= b < 1.0, f"Invalid beta{i + 1}={b} in betas={betas}; each must be in [0, 1).")
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            epsilon_hat=epsilon_hat,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
+        super().__init__(params, defaults, foreach)
+
+    def _init_state(self, group, p, state):
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    @staticmethod
+    def _corrections(group, step):
+        """(step size, divisor of √v) for this step under the group's ε convention."""
+        beta1, beta2 = group["betas"]
+        bc1 = 1 - beta1**step
+        bc2_sqrt = math.sqrt(1 - beta2**step)
+        if group["epsilon_hat"]:
+            return group["lr"] * bc2_sqrt / bc1, 1.0
+        return group["lr"] / bc1, bc2_sqrt
+
+    def _update_single(self, group, p, grad, state):
+        grad = apply_weight_decay_single(group, p, grad)
+        beta1, beta2 = group["betas"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.lerp_(grad, 1 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        if group["amsgrad"]:
+            torch.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+            v = state["max_exp_avg_sq"]
+        step_size, sqrt_div = self._corrections(group, state["step"])
+        denom = (v.sqrt() / sqrt_div).add_(group["eps"])
+        p.addcdiv_(m, denom, value=-step_size)
+
+    def _update_foreach(self, group, params, grads, states):
+        grads = apply_weight_decay_foreach(group, params, grads)
+        beta1, beta2 = group["betas"]
+        ms = [s["exp_avg"] for s in states]
+        vs = [s["exp_avg_sq"] for s in states]
+        torch._foreach_lerp_(ms, grads, 1 - beta1)
+        torch._foreach_mul_(vs, beta2)
+        torch._foreach_addcmul_(vs, grads, grads, value=1 - beta2)
+        if group["amsgrad"]:
+            maxs = [s["max_exp_avg_sq"] for s in states]
+            torch._foreach_maximum_(maxs, vs)
+            vs = maxs
+        corrections = [self._corrections(group, s["step"]) for s in states]
+        denom = torch._foreach_sqrt(vs)
+        if not group["epsilon_hat"]:
+            torch._foreach_div_(denom, [c[1] for c in corrections])
+        torch._foreach_add_(denom, group["eps"])
+        torch._foreach_addcdiv_(params, ms, denom, [-c[0] for c in corrections])

@@ -1,0 +1,111 @@
+"""Shared skeleton of optbench's optimizers, in the manner of ``torch.optim``.
+
+Each subclass writes its update rule twice: ``_update_single`` for one tensor at a
+time (readable, the reference) and ``_update_foreach`` over lists of tensors with
+``torch._foreach_*`` kernels (one launch per op for the whole group).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+
+def check(condition: bool, message: str) -> None:
+    """Raise ``ValueError(message)`` unless ``condition`` holds (hyperparameter validation)."""
+    if not condition:
+        raise ValueError(message)
+
+
+def check_common(lr: float, weight_decay: float, eps: float | None = None) -> None:
+    check(lr >= 0.0, f"Invalid learning rate: lr={lr}; it must be >= 0 (try e.g. 1e-3).")
+    check(weight_decay >= 0.0, f"Invalid weight_decay={weight_decay}; it must be >= 0.")
+    if eps is not None:
+        check(eps > 0.0, f"Invalid epsilon: eps={eps}; it must be > 0 (try e.g. 1e-8).")
+
+
+class BaseOptimizer(Optimizer):
+    """Runs closures, skips parameters without gradients, and dispatches to a single or foreach path.
+
+    ``foreach=None`` picks the multi-tensor path whenever every parameter of a group shares
+    one device and dtype and none is sparse, which is always the case for the seed CNN.
+    """
+
+    def __init__(self, params, defaults: dict[str, Any], foreach: bool | None = None):
+        defaults = dict(defaults, foreach=foreach)
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("foreach", None)
+
+    # Subclasses implement these three.
+    def _init_state(self, group: dict, p: torch.Tensor, state: dict) -> None:
+        raise NotImplementedError
+
+    def _update_single(self, group: dict, p: torch.Tensor, grad: torch.Tensor, state: dict) -> None:
+        raise NotImplementedError
+
+    def _update_foreach(self, group: dict, params: list, grads: list, states: list) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _foreach_allowed(params: list[torch.Tensor]) -> bool:
+        first = params[0]
+        return all(p.device == first.device and p.dtype == first.dtype and not p.grad.is_sparse for p in params)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                check(not p.grad.is_sparse, f"{type(self).__name__} does not support sparse gradients.")
+            states = []
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    self._init_state(group, p, state)
+                state["step"] += 1
+                states.append(state)
+            grads = [p.grad for p in params]
+            foreach = group["foreach"]
+            if foreach is None:
+                foreach = self._foreach_allowed(params)
+            if foreach:
+                self._update_foreach(group, params, grads, states)
+            else:
+                for p, g, s in zip(params, grads, states, strict=True):
+                    self._update_single(group, p, g, s)
+        return loss
+
+
+def apply_weight_decay_single(group: dict, p: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """L2 (added to the gradient, PyTorch's default) or decoupled (Keras/AdamW: shrink the weights)."""
+    wd = group["weight_decay"]
+    if wd == 0:
+        return grad
+    if group["decoupled_weight_decay"]:
+        p.mul_(1 - group["lr"] * wd)
+        return grad
+    return grad.add(p, alpha=wd)
+
+
+def apply_weight_decay_foreach(group: dict, params: list, grads: list) -> list:
+    wd = group["weight_decay"]
+    if wd == 0:
+        return grads
+    if group["decoupled_weight_decay"]:
+        torch._foreach_mul_(params, 1 - group["lr"] * wd)
+        return grads
+    return torch._foreach_add(grads, params, alpha=wd)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,8 +59,16 @@ def hydra_context(cfg: DictConfig) -> dict[str, str]:
     return info
 
 
+def quiet_libraries() -> None:
+    """Drop start-up chatter (device banners, ads, an upstream deprecation) that hides our own output."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
 def train(cfg: DictConfig) -> RunResult:
     """Build everything from ``cfg``, fit, and return the final metrics (no Hydra needed)."""
+    quiet_libraries()
     check_config(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("deterministic"):

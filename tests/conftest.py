@@ -1,0 +1,28 @@
+"""Shared fixtures: the real MNIST root, throwaway tracking stores, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from optbench.data import DATA_ROOT_ENV
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real MNIST files (``OPTBENCH_DATA_ROOT``; CI points it at ../shared/data)."""
+    root = os.environ.get(DATA_ROOT_ENV)
+    candidates = [Path(root)] if root else [REPO.parent / "shared" / "data"]
+    for path in candidates:
+        if (path / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+            return path.resolve()
+    pytest.skip(f"real MNIST not found; set {DATA_ROOT_ENV} to a folder holding MNIST/raw/")
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"

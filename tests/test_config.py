@@ -1,0 +1,88 @@
+"""Every config of every group composes, and instantiates into the object it names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+
+from optbench.data import MNISTDataModule
+from optbench.module import ClassifierModule
+from optbench.optim import BaseOptimizer
+from optbench.tracking import MLflowTracking
+from optbench.train import CONFIG_DIR
+
+from .helpers import compose_cfg
+
+CONF = Path(CONFIG_DIR)
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_every_group_exists():
+    for group in ("optimizer", "data", "model", "trainer", "logger", "experiment", "hydra/launcher"):
+        assert options(group), f"conf/{group}/ has no configs"
+
+
+@pytest.mark.parametrize("name", options("optimizer"))
+@pytest.mark.parametrize("preset", ["keras", "torch"])
+def test_optimizer_configs(name, preset):
+    cfg = compose_cfg(f"optimizer={name}", f"optimizer.preset={preset}")
+    assert cfg.optimizer.name == name
+    model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer))
+    opt = model.configure_optimizers()
+    assert isinstance(opt, BaseOptimizer)
+    assert cfg.run_name == f"{name}-mnist-seed42"
+
+
+@pytest.mark.parametrize("name", options("data"))
+def test_data_configs(name):
+    cfg = compose_cfg(f"data={name}")
+    dm = instantiate(cfg.data)
+    assert isinstance(dm, MNISTDataModule) and dm.batch_size == 64 and dm.val_split is None
+
+
+@pytest.mark.parametrize("name", options("model"))
+def test_model_configs(name):
+    cfg = compose_cfg(f"model={name}")
+    model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer))
+    assert isinstance(model, ClassifierModule)
+    logits = model(torch.zeros(2, 28, 28, dtype=torch.uint8))
+    assert logits.shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", [n for n in options("trainer") if n in ("cpu", "ddp_cpu")])
+def test_trainer_configs(name):
+    cfg = compose_cfg(f"trainer={name}")
+    assert isinstance(instantiate(cfg.trainer), pl.Trainer)
+
+
+@pytest.mark.parametrize("name", options("logger"))
+def test_logger_configs(name, tmp_path):
+    cfg = compose_cfg(f"logger={name}", f"logger.tracking_uri=sqlite:///{tmp_path}/m.db")
+    assert isinstance(instantiate(cfg.logger, _recursive_=False), MLflowTracking)
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_experiment_configs(name):
+    cfg = compose_cfg(f"experiment={name}")
+    model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer))
+    assert isinstance(model.configure_optimizers(), BaseOptimizer)
+
+
+def test_seed_table_protocol():
+    cfg = compose_cfg("experiment=seed_table")
+    assert cfg.data.batch_size == 64 and cfg.trainer.max_epochs == 10 and cfg.model.net.init == "keras"
+    assert cfg.optimizer.preset == "keras" and cfg.data.val_split is None
+
+
+def test_tracking_uri_from_environment(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert compose_cfg().logger.tracking_uri == "http://127.0.0.1:5999"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert compose_cfg().logger.tracking_uri == "sqlite:///mlruns/mlflow.db"

@@ -56,7 +56,7 @@ class BaseOptimizer(Optimizer):
     @staticmethod
     def _foreach_allowed(params: list[torch.Tensor]) -> bool:
         first = params[0]
-        return all(p.device == first.device and p.dtype == first.dtype and not p.grad.is_sparse for p in params)
+        return all(p.device == first.device and p.dtype == first.dtype for p in params)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None):

@@ -38,28 +38,23 @@ class Rprop(BaseOptimizer):
         state["step_size"] = torch.full_like(p, group["lr"], memory_format=torch.preserve_format)
 
     @staticmethod
-    def _factors(group, signs):
-        etaminus, etaplus = group["etas"]
-        return torch.ones_like(signs).masked_fill_(signs > 0, etaplus).masked_fill_(signs < 0, etaminus)
+    def _adapt(group, grad, prev, step_size):
+        """Grow or shrink the steps; write the gradient to remember (zero after a sign flip) into ``prev``."""
+        etaminus, etaplus = (grad.new_tensor(e) for e in group["etas"])
+        agreement = grad.mul(prev).sign_()
+        flipped = agreement < 0
+        factor = torch.where(agreement > 0, etaplus, torch.where(flipped, etaminus, grad.new_ones(())))
+        step_size.mul_(factor).clamp_(*group["step_sizes"])
+        prev.copy_(grad).masked_fill_(flipped, 0)
 
     def _update_single(self, group, p, grad, state):
         prev, step_size = state["prev"], state["step_size"]
-        factor = self._factors(group, grad.mul(prev).sign())
-        step_size.mul_(factor).clamp_(*group["step_sizes"])
-        grad = grad.masked_fill(factor == group["etas"][0], 0)
-        p.addcmul_(grad.sign(), step_size, value=-1)
-        prev.copy_(grad)
+        self._adapt(group, grad, prev, step_size)
+        p.addcmul_(prev.sign(), step_size, value=-1)
 
     def _update_foreach(self, group, params, grads, states):
         prevs = [s["prev"] for s in states]
         step_sizes = [s["step_size"] for s in states]
-        signs = torch._foreach_mul(grads, prevs)
-        torch._foreach_sign_(signs)
-        factors = [self._factors(group, s) for s in signs]
-        torch._foreach_mul_(step_sizes, factors)
-        torch._foreach_clamp_min_(step_sizes, group["step_sizes"][0])
-        torch._foreach_clamp_max_(step_sizes, group["step_sizes"][1])
-        grads = [g.masked_fill(f == group["etas"][0], 0) for g, f in zip(grads, factors, strict=True)]
-        torch._foreach_addcmul_(params, torch._foreach_sign(grads), step_sizes, value=-1)
-        for prev, g in zip(prevs, grads, strict=True):
-            prev.copy_(g)
+        for g, prev, step_size in zip(grads, prevs, step_sizes, strict=True):
+            self._adapt(group, g, prev, step_size)
+        torch._foreach_addcmul_(params, torch._foreach_sign(prevs), step_sizes, value=-1)

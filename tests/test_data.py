@@ -119,7 +119,9 @@ def test_local_gzip_files_are_used_offline(tmp_path, data_root):
     assert dm.num_train == 60_000
 
 
-@pytest.mark.parametrize("bad", [dict(batch_size=0), dict(batch_size=-3), dict(subset=0), dict(val_split=60_000)])
+@pytest.mark.parametrize(
+    "bad", [dict(batch_size=0), dict(batch_size=-3), dict(subset=0), dict(val_split=60_000), dict(batch_size=6.5)]
+)
 def test_invalid_values_are_rejected(bad):
     with pytest.raises(ValueError, match="data."):
         MNISTDataModule(**bad)

@@ -157,13 +157,12 @@ class MNISTDataModule(pl.LightningDataModule):
         super().__init__()
         if name not in DATASETS:
             raise ValueError(f"Unknown data.name={name!r}; choose one of: {', '.join(DATASETS)}.")
-        if batch_size <= 0:
-            raise ValueError(f"Invalid data.batch_size={batch_size}; it must be a positive integer.")
-        if eval_batch_size <= 0:
-            raise ValueError(f"Invalid data.eval_batch_size={eval_batch_size}; it must be a positive integer.")
-        if subset is not None and subset <= 0:
-            raise ValueError(f"Invalid data.subset={subset}; give a positive number of samples or null.")
-        if val_split is not None and not (0 < val_split < 60_000):
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("subset", subset)):
+            if value is None and key == "subset":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"Invalid data.{key}={value!r}; it must be a positive integer.")
+        if val_split is not None and (not isinstance(val_split, int | float) or not 0 < val_split < 60_000):
             raise ValueError(f"Invalid data.val_split={val_split}; give a count or fraction of the 60k, or null.")
         self.name, self.root, self.download = name, Path(root).expanduser(), download
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size

@@ -37,7 +37,7 @@ class ClassifierModule(pl.LightningModule):
         channels_last: bool = False,
     ):
         super().__init__()
-        if micro_batch_size is not None and micro_batch_size <= 0:
+        if micro_batch_size is not None and (not isinstance(micro_batch_size, int) or micro_batch_size <= 0):
             raise ValueError(f"Invalid model.micro_batch_size={micro_batch_size}; give a positive integer or null.")
         self.automatic_optimization = False
         self.net = net
@@ -53,6 +53,14 @@ class ClassifierModule(pl.LightningModule):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Dropout draws from the global generator; resuming must continue its stream exactly.
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
 
     def configure_optimizers(self):
         return self.optimizer_factory(self.parameters())

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+
+import torch
 
 PACKAGES = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "mlflow", "optbench")
 
@@ -42,3 +45,14 @@ def versions() -> dict[str, str]:
 
 def environment() -> dict[str, str]:
     return {"platform": platform.platform(), "python_executable": sys.executable}
+
+
+def device(root: torch.device, world_size: int = 1) -> dict[str, str]:
+    """What the run trained on: device type and name, processes, CPU threads."""
+    name = torch.cuda.get_device_name(root) if root.type == "cuda" else (platform.processor() or platform.machine())
+    return {
+        "device": f"{root.type} ({name})",
+        "world_size": str(world_size),
+        "torch_threads": str(torch.get_num_threads()),
+        "cpu_count": str(os.cpu_count()),
+    }

@@ -1,14 +1,16 @@
 """MLflow tracking as a Lightning callback: one run per job, metrics per epoch with ``step = epoch``.
 
 Lightning's own ``MLFlowLogger`` logs against the global step and leaves run status to the
-trainer; the comparison needs epoch-indexed histories (1-based, as the seed's table) and an
-honest end state (FINISHED, FAILED on divergence, KILLED on interruption), so we drive
-``MlflowClient`` directly. Only global rank 0 talks to MLflow.
+trainer; the comparison needs epoch-indexed histories (1-based, as the seed's table), an honest
+end state (FINISHED, FAILED on divergence, KILLED on interruption) and resumable runs, so we
+drive ``MlflowClient`` directly. Only global rank 0 talks to MLflow.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,13 +18,17 @@ from typing import Any
 
 import mlflow
 import pytorch_lightning as pl
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+import torch
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from . import provenance
+from .module import DivergenceError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 MAX_PARAMS_PER_BATCH = 100
+CHECKPOINT = "checkpoints/last.ckpt"
 
 
 def default_tracking_uri() -> str:
@@ -49,14 +55,47 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts of a SQLite store live beside the database (MLflow's default is ./mlruns of the cwd)."""
+    if uri.startswith("sqlite:///"):
+        return str(Path(uri.removeprefix("sqlite:///")).expanduser().resolve().parent / "artifacts" / experiment)
+    return None
+
+
 def get_or_create_experiment(client: mlflow.MlflowClient, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     try:
-        return client.create_experiment(name)
-    except mlflow.exceptions.MlflowException:  # another process created it first
+        return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name))
+    except MlflowException:  # another process created it first
         return client.get_experiment_by_name(name).experiment_id
+
+
+def get_run(client: mlflow.MlflowClient, run_id: str) -> mlflow.entities.Run:
+    try:
+        return client.get_run(run_id)
+    except MlflowException as err:
+        raise LookupError(
+            f"No run with id {run_id!r} in the tracking store {client.tracking_uri} "
+            "(check the id in the MLflow UI, or set the tracking URI / MLFLOW_TRACKING_URI)."
+        ) from err
+
+
+def logged_config(client: mlflow.MlflowClient, run_id: str) -> DictConfig:
+    """The resolved config a run logged as its ``config.yaml`` artifact."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
+        except (MlflowException, OSError) as err:
+            raise LookupError(f"Run {run_id} has no config.yaml artifact to rebuild its config from.") from err
+
+
+def ranks_in_sync(trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+    """Whether every DDP rank ends with bit-identical parameters (collective: all ranks call it)."""
+    flat = torch.cat([p.detach().reshape(-1) for p in pl_module.parameters()])
+    gathered = trainer.strategy.all_gather(flat)
+    return all(torch.equal(gathered[0], other) for other in gathered[1:])
 
 
 class MLflowTracking(pl.Callback):
@@ -67,22 +106,31 @@ class MLflowTracking(pl.Callback):
         run_name: str | None = None,
         tags: Mapping[str, Any] | None = None,
         run_config: DictConfig | Mapping | None = None,
+        checkpoint_every_epoch: bool = True,
     ):
         self.tracking_uri = prepare_store(tracking_uri or default_tracking_uri())
         self.experiment_name = experiment_name
         self.run_name = run_name
         self.tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
         self.config = run_config
+        self.checkpoint_every_epoch = checkpoint_every_epoch
         self.client: mlflow.MlflowClient | None = None
         self.run_id: str | None = None
         self._epoch_start = self._fit_start = 0.0
+        self._time_before = 0.0  # training time of a resumed run's earlier sessions
+        self._tmp = tempfile.TemporaryDirectory(prefix="optbench-ckpt-")
         self.total_time_s: float | None = None
 
     # -- run lifecycle -----------------------------------------------------------------------
-    def start(self) -> str:
+    def start(self, trainer: pl.Trainer | None = None) -> str:
         self.client = mlflow.MlflowClient(self.tracking_uri)
         experiment_id = get_or_create_experiment(self.client, self.experiment_name)
         tags = {**self.tags, **provenance.git_state(), **provenance.versions(), **provenance.environment()}
+        if trainer is not None:
+            tags.update(provenance.device(trainer.strategy.root_device, trainer.world_size))
+        datamodule = getattr(trainer, "datamodule", None)
+        if getattr(datamodule, "file_md5", None):
+            tags["dataset_digest"] = datamodule.digest
         if "git_commit" in tags:
             tags["mlflow.source.git.commit"] = tags["git_commit"]
         run = self.client.create_run(experiment_id, run_name=self.run_name, tags=tags)
@@ -95,7 +143,37 @@ class MLflowTracking(pl.Callback):
             for i in range(0, len(params), MAX_PARAMS_PER_BATCH):
                 self.client.log_batch(self.run_id, params=params[i : i + MAX_PARAMS_PER_BATCH])
             self.client.log_text(self.run_id, OmegaConf.to_yaml(OmegaConf.create(resolved)), "config.yaml")
+        if "dataset_digest" in tags:
+            self.log_dataset(datamodule)
         return self.run_id
+
+    def attach(self, run_id: str) -> str:
+        """Continue an existing run (resume): mark it RUNNING again; return its last checkpoint's path."""
+        self.client = mlflow.MlflowClient(self.tracking_uri)
+        run = get_run(self.client, run_id)
+        try:
+            path = self.client.download_artifacts(run_id, CHECKPOINT, self._tmp.name)
+        except (MlflowException, OSError) as err:
+            raise LookupError(f"Run {run_id} has no {CHECKPOINT} artifact: it cannot be resumed.") from err
+        self.run_id = run_id
+        self.run_name = run.info.run_name
+        self._time_before = sum(m.value for m in self.client.get_metric_history(run_id, "epoch_time_s"))
+        self.client.update_run(run_id, status="RUNNING")
+        self.client.set_tag(run_id, "resumed", "true")
+        return path
+
+    def log_dataset(self, datamodule) -> None:
+        """The files actually read, as an MLflow dataset input whose digest changes with any byte of them."""
+        profile = {"files": datamodule.file_md5, "num_train": datamodule.num_train, "subset": datamodule.subset}
+        dataset = Dataset(
+            name=datamodule.name,
+            digest=datamodule.digest,
+            source_type="local",
+            source=json.dumps({"uri": str(datamodule.raw.resolve())}),
+            profile=json.dumps(profile),
+        )
+        context = InputTag("mlflow.data.context", "training")
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags=[context])])
 
     def end(self, status: str = "FINISHED", **tags: Any) -> None:
         if self.client is None or self.run_id is None:
@@ -114,7 +192,7 @@ class MLflowTracking(pl.Callback):
     # -- Lightning hooks ---------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and self.run_id is None:
-            self.start()
+            self.start(trainer)
         trainer.strategy.barrier()
         self._fit_start = time.perf_counter()
 
@@ -128,20 +206,34 @@ class MLflowTracking(pl.Callback):
         metrics["epoch_time_s"] = time.perf_counter() - self._epoch_start
         if trainer.is_global_zero:
             self.log_metrics(metrics, step=trainer.current_epoch + 1)
+        if self.checkpoint_every_epoch:
+            path = Path(self._tmp.name) / Path(CHECKPOINT).name
+            trainer.save_checkpoint(path)  # collective: every rank calls it, rank 0 writes
+            if trainer.is_global_zero and self.client is not None:
+                self.client.log_artifact(self.run_id, str(path), str(Path(CHECKPOINT).parent))
 
     def on_fit_end(self, trainer, pl_module) -> None:
         trainer.strategy.barrier()
-        self.total_time_s = time.perf_counter() - self._fit_start
+        self.total_time_s = self._time_before + time.perf_counter() - self._fit_start
+        in_sync = ranks_in_sync(trainer, pl_module) if trainer.world_size > 1 else None
         if trainer.is_global_zero:
             self.log_metrics({"total_time_s": self.total_time_s}, step=trainer.current_epoch)
+            if in_sync is not None:
+                self.client.set_tag(self.run_id, "ddp_ranks_in_sync", str(in_sync).lower())
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if not trainer.is_global_zero:
             return
         if isinstance(exception, KeyboardInterrupt):
             self.end(RunStatus.to_string(RunStatus.KILLED), failure_reason="interrupted")
-        else:
+        elif isinstance(exception, DivergenceError):
+            self.log_metrics({"diverged_epoch": exception.epoch, "diverged_step": exception.step}, step=exception.epoch)
             self.end(
-                RunStatus.to_string(RunStatus.FAILED),
-                failure_reason=f"{type(exception).__name__}: {exception}",
+                "FAILED",
+                failure_reason="diverged",
+                diverged_epoch=exception.epoch,
+                diverged_step=exception.step,
+                failure_detail=str(exception),
             )
+        else:
+            self.end("FAILED", failure_reason=f"{type(exception).__name__}: {exception}"[:5000])

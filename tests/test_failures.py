@@ -1,0 +1,259 @@
+"""Bad input, divergence, interruption and concurrency end in clear messages and an intact store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+from hydra.errors import HydraException
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from omegaconf.errors import OmegaConfBaseException
+
+from optbench import compare
+from optbench.data import DataError
+from optbench.train import ConfigError, build
+
+from .helpers import REPO, compose_cfg, quick_args, run_cli, runs_of
+from .idx import write_fake_dataset
+
+
+# -- config errors, before training -------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr=-0.1", "lr=-0.1"),
+        ("optimizer.betas=[1.2,0.999]", "beta1=1.2"),
+        ("optimizer=sgd_momentum optimizer.momentum=-0.9", "momentum=-0.9"),
+        ("data.batch_size=0", "data.batch_size=0"),
+        ("data.batch_size=-64", "data.batch_size=-64"),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0"),
+        ("trainer.max_epochs=-1", "trainer.max_epochs=-1"),
+        ("optimizer.eps=0", "eps=0"),
+        ("model.net.init=he", "model.net.init='he'"),
+    ],
+)
+def test_invalid_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        build(compose_cfg(*override.split()))
+
+
+def test_config_error_from_cli_leaves_no_run(data_root, tracking_uri, tmp_path):
+    proc = run_cli(*quick_args(data_root, tracking_uri, tmp_path, "optimizer.lr=-1"), check=False)
+    assert proc.returncode == 2
+    assert "Invalid optimizer config: Invalid learning rate: lr=-1.0" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    _, runs = runs_of(tracking_uri)
+    assert runs == []
+
+
+def test_unknown_optimizer_lists_choices(tracking_uri, tmp_path):
+    proc = run_cli("optimizer=lion", f"logger.tracking_uri={tracking_uri}", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode != 0
+    assert "Could not find 'optimizer/lion'" in proc.stderr and "adam" in proc.stderr and "sgd_momentum" in proc.stderr
+
+
+def test_corrupt_and_unreadable_files_from_cli(tmp_path, tracking_uri):
+    raw = write_fake_dataset(tmp_path / "data")
+    (raw / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01garbage")
+    base = [f"data.root={tmp_path / 'data'}", "data.download=false", f"logger.tracking_uri={tracking_uri}"]
+    proc = run_cli(*base, f"hydra.run.dir={tmp_path}/o1", check=False)
+    assert proc.returncode == 2 and "train-labels-idx1-ubyte is truncated or corrupt" in proc.stderr
+    (raw / "train-labels-idx1-ubyte").unlink()
+    (raw / "train-labels-idx1-ubyte").mkdir()  # present but unreadable as a file
+    with pytest.raises(DataError, match="Cannot read data file .*train-labels-idx1-ubyte"):
+        build(compose_cfg(*base[:2], "data.verify=false"))[0].setup()
+    assert runs_of(tracking_uri)[1] == []
+
+
+# -- divergence ----------------------------------------------------------------------------------------
+def test_divergence_fails_the_run_and_the_sweep_goes_on(data_root, tracking_uri, tmp_path, capsys):
+    proc = run_cli(
+        "-m",
+        *quick_args(data_root, tracking_uri, tmp_path, "optimizer=sgd", "optimizer.lr=1e12,0.01", "sweep_id=div"),
+        check=False,
+    )
+    assert proc.returncode == 1, "a sweep with a failed job exits non-zero"
+    assert "Training diverged: loss became" in proc.stderr
+    client, runs = runs_of(tracking_uri)
+    by_lr = {r.data.params["optimizer.lr"]: r for r in runs}
+    bad, good = by_lr["1000000000000.0"], by_lr["0.01"]
+    assert bad.info.status == "FAILED" and bad.data.tags["failure_reason"] == "diverged"
+    assert int(bad.data.tags["diverged_epoch"]) == 1 and int(bad.data.tags["diverged_step"]) >= 1
+    assert good.info.status == "FINISHED", "the sweep continued with the next job"
+    compare.main(["--tracking-uri", tracking_uri, "--sweep", "div", "--format", "markdown", "--no-log"])
+    out = capsys.readouterr().out
+    assert "DIVERGED — diverged" in out and out.count("| sgd |") == 1
+
+
+# -- interruption and resume ----------------------------------------------------------------------------
+def wait_for_epoch(uri: str, epoch: int, proc: subprocess.Popen, timeout: float = 300) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        try:
+            client, runs = runs_of(uri)
+        except Exception:  # the store may be mid-creation
+            runs = []
+        for run in runs:
+            if any(m.step >= epoch for m in client.get_metric_history(run.info.run_id, "val_acc")):
+                return run.info.run_id
+        time.sleep(0.5)
+    raise AssertionError("no epoch finished in time")
+
+
+def val_history(uri, run_id):
+    client = mlflow.MlflowClient(uri)
+    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, "val_loss"), key=lambda m: m.step)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_interrupt_then_resume_equals_uninterrupted(data_root, tmp_path, sig):
+    args = ["data.subset=3072", "trainer.max_epochs=4", "seed=5", "optimizer=adam"]
+    uri = f"sqlite:///{tmp_path / 'a.db'}"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "optbench.train", *quick_args(data_root, uri, tmp_path, *args)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run_id = wait_for_epoch(uri, 1, proc)
+    proc.send_signal(sig)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    client = mlflow.MlflowClient(uri)
+    killed = client.get_run(run_id)
+    assert killed.info.status == "KILLED" and killed.data.tags["failure_reason"] == "interrupted"
+    kept = val_history(uri, run_id)
+    assert kept and kept[0][0] == 1 and len(kept) < 4, "completed epochs are kept"
+    assert "last.ckpt" in {a.path.split("/")[-1] for a in client.list_artifacts(run_id, "checkpoints")}
+
+    run_cli(*quick_args(data_root, uri, tmp_path, *args, f"resume={run_id}"))
+    resumed = client.get_run(run_id)
+    assert resumed.info.status == "FINISHED" and resumed.data.tags.get("resumed") == "true"
+    history = val_history(uri, run_id)
+    assert [step for step, _ in history] == [1, 2, 3, 4], "no duplicated or missing epoch"
+
+    straight_uri = f"sqlite:///{tmp_path / 'b.db'}"
+    run_cli(*quick_args(data_root, straight_uri, tmp_path, *args))
+    _, straight = runs_of(straight_uri)
+    assert history == val_history(straight_uri, straight[0].info.run_id), "resumed run equals an uninterrupted one"
+
+
+def test_resume_of_unknown_run_is_clear(tracking_uri, tmp_path):
+    proc = run_cli(f"logger.tracking_uri={tracking_uri}", "resume=deadbeef", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode == 2 and "No run with id 'deadbeef'" in proc.stderr
+
+
+# -- concurrency -------------------------------------------------------------------------------------------
+def complete(uri: str, n_runs: int, epochs: int = 2) -> None:
+    client, runs = runs_of(uri)
+    assert len(runs) == n_runs
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        for metric in ("train_loss", "val_acc", "epoch_time_s"):
+            assert sorted(m.step for m in client.get_metric_history(run.info.run_id, metric)) == list(
+                range(1, epochs + 1)
+            )
+
+
+def test_parallel_jobs_share_sqlite_store(data_root, tracking_uri, tmp_path):
+    run_cli(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        *quick_args(data_root, tracking_uri, tmp_path, "optimizer=adam,sgd,rmsprop,adagrad"),
+    )
+    complete(tracking_uri, 4)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_parallel_jobs_through_tracking_server(data_root, tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        ["bash", str(REPO / "scripts" / "tracking_server.sh"), str(port), f"sqlite:///{tmp_path / 'server.db'}"],
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW": str(REPO / ".venv" / "bin" / "mlflow") if (REPO / ".venv").exists() else "mlflow"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, "tracking server did not start"
+                time.sleep(0.5)
+        run_cli(
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            *quick_args(data_root, uri, tmp_path, "optimizer=adam,sgd"),
+        )
+        complete(uri, 2)
+        assert (tmp_path / "mlruns" / "artifacts").is_dir()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+# -- fuzz -----------------------------------------------------------------------------------------------------
+KEYS = [
+    "optimizer.lr",
+    "optimizer.eps",
+    "optimizer.betas",
+    "optimizer.momentum",
+    "optimizer.preset",
+    "optimizer.weight_decay",
+    "data.batch_size",
+    "data.subset",
+    "data.val_split",
+    "data.eval_batch_size",
+    "trainer.max_epochs",
+    "seed",
+    "model.micro_batch_size",
+    "model.net.init",
+    "optimizer",
+    "data",
+    "nonexistent.key",
+    "optimizer.rho",
+]
+VALUES = st.one_of(
+    st.integers(-(10**6), 10**6).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.text(alphabet=st.characters(codec="ascii", exclude_categories=("Cc",)), max_size=12),
+    st.sampled_from(["null", "true", "[1,2]", "[0.9,0.999]", "{a:1}", "-0.0", "1e-3", "${seed}", "${oops}", "'x'"]),
+)
+CLEAN = (ConfigError, DataError, HydraException, OmegaConfBaseException)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(KEYS), VALUES), min_size=1, max_size=3))
+def test_garbage_overrides_end_cleanly(pairs):
+    """Every override either composes into buildable objects or fails with one of our clean errors."""
+    overrides = [f"{k}={v}" for k, v in pairs]
+    try:
+        cfg = compose_cfg("data.root=/nonexistent-optbench", *overrides)
+        build(cfg)
+    except CLEAN as err:
+        text = str(err)
+        assert text and "Traceback" not in text
+        return

@@ -33,7 +33,7 @@ def histories(client, run_id):
 def find_rerun(uri, original_id):
     client, runs = runs_of(uri)
     reruns = [r for r in runs if r.data.tags.get("rerun_of") == original_id]
-    return client, reruns[-1]
+    return client, max(reruns, key=lambda r: r.info.start_time)
 
 
 def test_rerun_gives_identical_metrics(original, capsys):

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pytorch_lightning as pl
 import torch
+from hydra.experimental.callback import Callback as HydraCallback
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from . import provenance
 from .module import DivergenceError
@@ -29,6 +33,7 @@ from .module import DivergenceError
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 MAX_PARAMS_PER_BATCH = 100
 CHECKPOINT = "checkpoints/last.ckpt"
+DEFERRED = (signal.SIGINT, signal.SIGTERM)
 
 
 def default_tracking_uri() -> str:
@@ -84,11 +89,42 @@ def get_run(client: mlflow.MlflowClient, run_id: str) -> mlflow.entities.Run:
 
 def logged_config(client: mlflow.MlflowClient, run_id: str) -> DictConfig:
     """The resolved config a run logged as its ``config.yaml`` artifact."""
+    get_run(client, run_id)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             return OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp))
         except (MlflowException, OSError) as err:
             raise LookupError(f"Run {run_id} has no config.yaml artifact to rebuild its config from.") from err
+
+
+@contextmanager
+def signals_deferred():
+    """Hold Ctrl-C and SIGTERM until the block is done, then raise KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in DEFERRED}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise KeyboardInterrupt(f"signal {received[0]}")
+
+
+class PrepareStoreCallback(HydraCallback):
+    """Create the tracking store and experiment once, before a sweep's jobs start.
+
+    Parallel jobs (joblib, SLURM) would otherwise race to create SQLite's tables and the experiment.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("logger"):
+            with read_write(config):
+                uri = prepare_store(config.logger.get("tracking_uri") or default_tracking_uri())
+                get_or_create_experiment(mlflow.MlflowClient(uri), config.logger.experiment_name)
 
 
 def ranks_in_sync(trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
@@ -173,7 +209,14 @@ class MLflowTracking(pl.Callback):
             profile=json.dumps(profile),
         )
         context = InputTag("mlflow.data.context", "training")
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags=[context])])
+        for attempt in range(3):  # parallel jobs may register the same dataset at the same moment
+            try:
+                self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags=[context])])
+                return
+            except MlflowException:
+                if attempt == 2:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def end(self, status: str = "FINISHED", **tags: Any) -> None:
         if self.client is None or self.run_id is None:
@@ -204,13 +247,14 @@ class MLflowTracking(pl.Callback):
         metrics = pl_module.epoch_summary()
         trainer.strategy.barrier()  # the slowest rank's time counts
         metrics["epoch_time_s"] = time.perf_counter() - self._epoch_start
-        if trainer.is_global_zero:
-            self.log_metrics(metrics, step=trainer.current_epoch + 1)
-        if self.checkpoint_every_epoch:
-            path = Path(self._tmp.name) / Path(CHECKPOINT).name
-            trainer.save_checkpoint(path)  # collective: every rank calls it, rank 0 writes
-            if trainer.is_global_zero and self.client is not None:
-                self.client.log_artifact(self.run_id, str(path), str(Path(CHECKPOINT).parent))
+        with signals_deferred():  # an epoch's metrics and its checkpoint are kept together or not at all
+            if trainer.is_global_zero:
+                self.log_metrics(metrics, step=trainer.current_epoch + 1)
+            if self.checkpoint_every_epoch:
+                path = Path(self._tmp.name) / Path(CHECKPOINT).name
+                trainer.save_checkpoint(path)  # collective: every rank calls it, rank 0 writes
+                if trainer.is_global_zero and self.client is not None:
+                    self.client.log_artifact(self.run_id, str(path), str(Path(CHECKPOINT).parent))
 
     def on_fit_end(self, trainer, pl_module) -> None:
         trainer.strategy.barrier()

@@ -23,7 +23,8 @@ import mlflow
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, read_write
@@ -68,6 +69,37 @@ def hydra_context(cfg: DictConfig) -> dict[str, str]:
     elif cfg.get("sweep_id"):
         info["sweep_id"] = cfg.sweep_id
     return info
+
+
+GROUPS = ("data", "model", "optimizer", "trainer", "logger", "experiment")
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Reject a config group set to something other than a config name (``optimizer=0``, ``optimizer=[0]``).
+
+    Hydra reports most bad overrides cleanly, but these crash deep inside its defaults list.
+    """
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if "=" in o and not o.startswith("-")])
+    except HydraException:
+        return  # Hydra's own parse error message is clear
+    for override in parsed:
+        if override.key_or_group.lstrip("+~") not in GROUPS:
+            continue
+        try:
+            value = override.value()
+            items = list(override.sweep_iterator()) if override.is_sweep_override() else [value]
+        except (HydraException, TypeError, ValueError):
+            items = [None]
+        if override.is_delete() and not value:
+            continue
+        if not all(isinstance(v, str) for v in items):
+            choices = ", ".join(
+                sorted(p.stem for p in (Path(CONFIG_DIR) / override.key_or_group.lstrip("+~")).glob("*.yaml"))
+            )
+            raise ConfigError(
+                f"Invalid override {override.input_line!r}: {override.key_or_group} takes a config name ({choices})."
+            )
 
 
 def _build(cfg: DictConfig, group: str, **kwargs):
@@ -201,6 +233,7 @@ _failures: list[str] = []
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def _hydra_entry(cfg: DictConfig) -> float | None:
     signal.signal(signal.SIGTERM, _terminate)  # SIGTERM (e.g. a scheduler) ends the run like Ctrl-C: KILLED
+    quiet_libraries()
     resume = cfg.get("resume")
     try:
         if resume:
@@ -220,6 +253,11 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    try:
+        check_overrides(sys.argv[1:])
+    except ConfigError as err:
+        print(f"optbench-train: {err}", file=sys.stderr)
+        sys.exit(2)
     _hydra_entry()
     if _failures:
         sys.exit(1)

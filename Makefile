@@ -9,7 +9,7 @@ EPOCHS ?= 10
 SWEEP ?= seed-table-$(shell date +%Y%m%d-%H%M%S)
 export OPTBENCH_DATA_ROOT ?= $(if $(wildcard ../shared/data/MNIST/raw),../shared/data,data)
 
-.PHONY: install compare test lint
+.PHONY: install compare test lint fashion-mnist
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,8 +24,15 @@ compare: $(VENV)/.installed
 		seed=$(shell seq -s, 1 $(SEEDS)) $(if $(SUBSET),data.subset=$(SUBSET))
 	$(VENV)/bin/optbench-compare --sweep $(SWEEP) --reference seed --plot reports/$(SWEEP).png
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed fashion-mnist
 	$(PY) -m pytest -q
+
+# Debian's copy of Fashion-MNIST, for data=fashion_mnist offline (its test is skipped without it).
+fashion-mnist:
+	@test -d /usr/share/datasets/fashion-mnist || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }; }; } || \
+		echo "note: Debian's dataset-fashion-mnist is not installed; the Fashion-MNIST test will be skipped"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

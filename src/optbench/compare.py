@@ -73,10 +73,18 @@ class Comparison:
     epochs: list[int]
     rows: list[Row]
     excluded: list[dict]  # runs that did not finish
+    rank_by: str | None = None  # a final metric (e.g. time_to_val_acc_0.98_s) to sort by, ascending
 
     @property
     def columns(self) -> list[str]:
-        return [f"{m}@{e}" for e in self.epochs for m in CELL_METRICS] + ["total_time_s"]
+        extra = [self.rank_by] if self.rank_by else []
+        return [f"{m}@{e}" for e in self.epochs for m in CELL_METRICS] + ["total_time_s", *extra]
+
+    def rank(self) -> None:
+        """Sort rows by the rank metric's mean; rows where no seed reached it go last."""
+        if self.rank_by:
+            key = self.rank_by
+            self.rows.sort(key=lambda r: (key not in r.cells, r.cells[key].mean if key in r.cells else 0.0))
 
 
 # -- query -----------------------------------------------------------------------------------------
@@ -97,7 +105,7 @@ def select_runs(
         page = client.search_runs(
             [exp.experiment_id], " and ".join(clauses), ViewType.ACTIVE_ONLY, max_results=1000, page_token=token
         )
-        runs.extend(r for r in page if r.data.tags.get(SUMMARY_TAG) != "summary")
+        runs.extend(r for r in page if SUMMARY_TAG not in r.data.tags)  # summaries, paths: not training runs
         token = page.token
         if not token:
             return runs
@@ -107,7 +115,7 @@ def history(client: mlflow.MlflowClient, run_id: str, metric: str) -> dict[int, 
     return {m.step: m.value for m in client.get_metric_history(run_id, metric)}
 
 
-def build(client: mlflow.MlflowClient, runs: list[Run], epochs: list[int]) -> Comparison:
+def build(client: mlflow.MlflowClient, runs: list[Run], epochs: list[int], rank_by: str | None = None) -> Comparison:
     rows: dict[tuple[str, str], Row] = {}
     excluded = []
     for run in sorted(runs, key=lambda r: r.info.start_time or 0):
@@ -133,9 +141,12 @@ def build(client: mlflow.MlflowClient, runs: list[Run], epochs: list[int]) -> Co
             for epoch in epochs:
                 if epoch in per_epoch:
                     row.cells.setdefault(f"{metric}@{epoch}", Cell()).values.append(per_epoch[epoch])
-        if "total_time_s" in run.data.metrics:
-            row.cells.setdefault("total_time_s", Cell()).values.append(run.data.metrics["total_time_s"])
-    return Comparison(epochs, sorted(rows.values(), key=lambda r: (r.data, r.label)), excluded)
+        for metric in ("total_time_s", rank_by):
+            if metric and metric in run.data.metrics:
+                row.cells.setdefault(metric, Cell()).values.append(run.data.metrics[metric])
+    comparison = Comparison(epochs, sorted(rows.values(), key=lambda r: (r.data, r.label)), excluded, rank_by)
+    comparison.rank()
+    return comparison
 
 
 # -- the published table -----------------------------------------------------------------------------
@@ -165,7 +176,9 @@ def attach_reference(comparison: Comparison) -> None:
 def fmt(value: float, column: str) -> str:
     if math.isnan(value):
         return "—"
-    return f"{value:.1f}" if column == "total_time_s" else f"{value:.4f}"
+    if column == "total_time_s" or column.endswith("_s"):
+        return f"{value:.1f}"
+    return f"{value:g}" if "_to_" in column else f"{value:.4f}"
 
 
 def cell_text(row: Row, column: str, with_reference: bool) -> str:
@@ -176,6 +189,8 @@ def cell_text(row: Row, column: str, with_reference: bool) -> str:
         text = f"{fmt(cell.mean, column)} ± {fmt(cell.std, column)}"
     else:
         text = fmt(cell.mean, column)
+    if "_to_" in column:  # a target: say how many seeds reached it
+        text += f" ({cell.n if cell else 0}/{len(row.run_ids)})"
     if with_reference and column in row.reference:
         ref = row.reference[column]
         diff = f", {cell.mean - ref:+.4f}" if cell and column != "total_time_s" else ""
@@ -186,6 +201,8 @@ def cell_text(row: Row, column: str, with_reference: bool) -> str:
 def header(column: str) -> str:
     if column == "total_time_s":
         return "time (s)"
+    if "@" not in column:
+        return column
     metric, epoch = column.split("@")
     return f"{'acc' if metric == 'val_acc' else 'loss'} e{epoch}"
 
@@ -278,7 +295,8 @@ def learning_curves(comparison: Comparison):
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation accuracy" if metric == "val_acc" else "validation loss")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    if comparison.rows:
+        axes[0].legend(fontsize=8)
     fig.suptitle("Learning curves: mean over seeds, band = ±1 std")
     fig.tight_layout()
     return fig
@@ -316,6 +334,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--plot", type=Path, default=None, help="save learning curves here (PNG, plus an SVG beside it)"
     )
+    parser.add_argument(
+        "--rank-by",
+        default=None,
+        help="sort by a final metric, ascending, e.g. time_to_val_acc_0.98_s or epoch_to_val_acc_0.98",
+    )
     parser.add_argument("--no-log", action="store_true", help="do not log a summary run for --sweep")
     args = parser.parse_args(argv)
     try:
@@ -335,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             raise CompareError(
                 f"No runs in experiment {args.experiment!r}{where}{' matching the filter' if args.filter else ''}."
             )
-        comparison = build(client, runs, args.epochs)
+        comparison = build(client, runs, args.epochs, args.rank_by)
     except (CompareError, mlflow.exceptions.MlflowException) as err:
         print(f"optbench-compare: {err}", file=sys.stderr)
         return 2

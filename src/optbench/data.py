@@ -31,6 +31,7 @@ class DataError(RuntimeError):
 class DatasetSpec:
     folder: type  # the torchvision class; its name is the folder under the data root
     md5: dict[str, str]  # of the uncompressed IDX files
+    system_dirs: tuple[str, ...] = ()  # where OS packages put the gzipped files (read offline)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -51,6 +52,7 @@ DATASETS: dict[str, DatasetSpec] = {
             "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
             "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
         },
+        system_dirs=("/usr/share/datasets/fashion-mnist",),  # Debian's dataset-fashion-mnist
     ),
 }
 
@@ -177,12 +179,15 @@ class MNISTDataModule(pl.LightningDataModule):
         return [self.raw / f for f in self.spec.md5 if not (self.raw / f).exists()]
 
     def _extract_local_archives(self) -> None:
-        """Use ``<file>.gz`` copies already on disk (e.g. Debian's dataset packages), offline."""
+        """Use ``<file>.gz`` copies already on disk, in the raw folder or where an OS package put them, offline."""
         for path in self._missing():
-            gz = path.with_name(path.name + ".gz")
-            if gz.exists():
-                with gzip.open(gz, "rb") as src, open(path, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+            for folder in (self.raw, *map(Path, self.spec.system_dirs)):
+                gz = folder / (path.name + ".gz")
+                if gz.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    with gzip.open(gz, "rb") as src, open(path, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                    break
 
     def prepare_data(self) -> None:
         self._extract_local_archives()

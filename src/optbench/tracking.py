@@ -67,6 +67,25 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     return None
 
 
+def target_metric_names(target: float) -> tuple[str, str, str]:
+    """Metric names for one accuracy target, e.g. ``epoch_to_val_acc_0.98``."""
+    t = f"{target:g}"
+    return f"epoch_to_val_acc_{t}", f"step_to_val_acc_{t}", f"time_to_val_acc_{t}_s"
+
+
+def time_to_targets(
+    val_acc: float, epoch: int, step: int, elapsed_s: float, targets: list[float], reached: set[float]
+) -> dict[str, float]:
+    """Metrics for the targets first reached at this epoch (and marks them in ``reached``)."""
+    out: dict[str, float] = {}
+    for target in targets:
+        if target not in reached and val_acc >= target:
+            reached.add(target)
+            epoch_name, step_name, time_name = target_metric_names(target)
+            out.update({epoch_name: epoch, step_name: step, time_name: elapsed_s})
+    return out
+
+
 def get_or_create_experiment(client: mlflow.MlflowClient, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
@@ -143,6 +162,9 @@ class MLflowTracking(pl.Callback):
         tags: Mapping[str, Any] | None = None,
         run_config: DictConfig | Mapping | None = None,
         checkpoint_every_epoch: bool = True,
+        val_acc_targets: list[float] | None = (0.97, 0.98, 0.99),
+        system_metrics: bool = False,
+        system_metrics_interval_s: float = 10.0,
     ):
         self.tracking_uri = prepare_store(tracking_uri or default_tracking_uri())
         self.experiment_name = experiment_name
@@ -150,6 +172,12 @@ class MLflowTracking(pl.Callback):
         self.tags = {k: str(v) for k, v in (tags or {}).items() if v is not None}
         self.config = run_config
         self.checkpoint_every_epoch = checkpoint_every_epoch
+        self.targets = sorted(float(t) for t in (val_acc_targets or ()))
+        self._reached: set[float] = set()
+        self._train_time = 0.0  # cumulative epoch time: the clock of time-to-target
+        self.system_metrics = system_metrics
+        self.system_metrics_interval_s = system_metrics_interval_s
+        self._monitor = None
         self.client: mlflow.MlflowClient | None = None
         self.run_id: str | None = None
         self._epoch_start = self._fit_start = 0.0
@@ -194,6 +222,8 @@ class MLflowTracking(pl.Callback):
         self.run_id = run_id
         self.run_name = run.info.run_name
         self._time_before = sum(m.value for m in self.client.get_metric_history(run_id, "epoch_time_s"))
+        self._train_time = self._time_before
+        self._reached = {t for t in self.targets if target_metric_names(t)[0] in run.data.metrics}
         self.client.update_run(run_id, status="RUNNING")
         self.client.set_tag(run_id, "resumed", "true")
         return path
@@ -219,6 +249,9 @@ class MLflowTracking(pl.Callback):
                 time.sleep(0.2 * (attempt + 1))
 
     def end(self, status: str = "FINISHED", **tags: Any) -> None:
+        if self._monitor is not None:
+            self._monitor.finish()
+            self._monitor = None
         if self.client is None or self.run_id is None:
             return
         if tags:
@@ -236,6 +269,16 @@ class MLflowTracking(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and self.run_id is None:
             self.start(trainer)
+        if trainer.is_global_zero and self.system_metrics:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._monitor = SystemMetricsMonitor(
+                self.run_id,
+                sampling_interval=self.system_metrics_interval_s,
+                resume_logging=self._time_before > 0,
+                tracking_uri=self.tracking_uri,
+            )
+            self._monitor.start()
         trainer.strategy.barrier()
         self._fit_start = time.perf_counter()
 
@@ -247,9 +290,17 @@ class MLflowTracking(pl.Callback):
         metrics = pl_module.epoch_summary()
         trainer.strategy.barrier()  # the slowest rank's time counts
         metrics["epoch_time_s"] = time.perf_counter() - self._epoch_start
+        self._train_time += metrics["epoch_time_s"]
+        epoch = trainer.current_epoch + 1
+        if "val_acc" in metrics:
+            metrics.update(
+                time_to_targets(
+                    metrics["val_acc"], epoch, trainer.global_step, self._train_time, self.targets, self._reached
+                )
+            )
         with signals_deferred():  # an epoch's metrics and its checkpoint are kept together or not at all
             if trainer.is_global_zero:
-                self.log_metrics(metrics, step=trainer.current_epoch + 1)
+                self.log_metrics(metrics, step=epoch)
             if self.checkpoint_every_epoch:
                 path = Path(self._tmp.name) / Path(CHECKPOINT).name
                 trainer.save_checkpoint(path)  # collective: every rank calls it, rank 0 writes

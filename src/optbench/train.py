@@ -53,7 +53,8 @@ class ConfigError(ValueError):
 def quiet_libraries() -> None:
     """Drop start-up chatter (device banners, ads, an upstream deprecation) that hides our own output."""
     logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    for name in ("mlflow.store.db.utils", "mlflow.system_metrics", "pytorch_lightning.trainer.connectors"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 

@@ -67,8 +67,11 @@ def resolve_hparams(name: str, preset: str = "keras", **overrides: Any) -> dict[
     return hparams
 
 
-def create(params, name: str, preset: str = "keras", **overrides: Any) -> BaseOptimizer:
-    """Build optimizer ``name`` over ``params`` (the ``_target_`` of every ``conf/optimizer`` file)."""
+def create(params, name: str, preset: str = "keras", search_space: Any = None, **overrides: Any) -> BaseOptimizer:
+    """Build optimizer ``name`` over ``params`` (the ``_target_`` of every ``conf/optimizer`` file).
+
+    ``search_space`` is the tuned mode's Optuna search space, kept beside the hyperparameters it searches.
+    """
     hparams = resolve_hparams(name, preset, **overrides)
     try:
         return OPTIMIZERS[name](params, **hparams)

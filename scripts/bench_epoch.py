@@ -1,46 +1,64 @@
 """Training speed: optbench's tracked pipeline vs a minimal hand-written PyTorch loop, side by side.
 
-    python scripts/bench_epoch.py [--steps 300] [--repeats 3] [--data-root ../shared/data] [--device cpu]
+    python scripts/bench_epoch.py [--steps 300] [--repeats 3] [--data-root ../shared/data] [--device cpu] [--profile]
 
-In one process and alternating, for the same number of steps on the real MNIST (batch 64):
-  (a) reference: the seed CNN, data in memory as float tensors, torch.optim.Adam's default
-      implementation, loss.item() per step as hand-written loops do;
-  (b) optbench: Lightning + our Adam + MLflow tracking to a temporary store, as `optbench-train` runs it.
-Prints ms/step (median of the repeats), samples/s, the tracking overhead (MLflow on vs off),
-the time to evaluate the 10k test set, and peak RSS. The last line reads
-`ratio pipeline/reference = X.XX`.
+For the same number of steps on the real MNIST (batch 64), alternating, repeated:
+  reference        the seed CNN as a plain nn.Sequential in the Keras order, data in memory as float
+                   tensors, torch.optim.Adam's default implementation, loss.item() per step;
+  pipeline (on)    optbench as `optbench-train` runs it: Lightning, our Adam, MLflow tracking to a
+                   temporary store (checkpoint and system metrics included), default config;
+  pipeline (off)   the same without the logger, for the tracking overhead;
+  reference+malloc the reference with optbench's allocator setting, to show what that setting alone buys.
+Each measurement runs in a fresh worker process started by this one, so process-wide settings
+(threads, the C allocator) of one never leak into the next. Prints ms/step (median over repeats),
+samples/s, tracking overhead, the time to evaluate the 10k test set, peak RSS, and last
+`ratio pipeline/reference = X.XX` (median of the per-repeat ratios).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-
-from optbench.data import MNISTDataModule
-from optbench.model import SeedCNN
-from optbench.train import CONFIG_DIR, build, quiet_libraries
 
 WARMUP = 20
+STEPS_PER_EPOCH = -(-60_000 // 64)
 
 
-def reference_loop(images: torch.Tensor, labels: torch.Tensor, steps: int, device: torch.device) -> float:
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def reference_loop(data_root: str, steps: int, device: torch.device, malloc: bool) -> dict:
     """Seconds per step of the plain loop (after WARMUP steps)."""
+    from torch import nn
+
+    from optbench import runtime
+    from optbench.data import MNISTDataModule
+
+    if malloc:
+        runtime.keep_freed_memory()
+    dm = MNISTDataModule(root=data_root, download=False)
+    dm.setup()
+    images, labels = dm.splits["train"]
     torch.manual_seed(0)
-    model = SeedCNN().to(device)
+    model = nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
+        nn.Linear(5408, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 10),
+    ).to(device)  # fmt: skip
     opt = torch.optim.Adam(model.parameters())
-    x_all = images.to(device).unsqueeze(1).float() / 255.0
+    x_all = (images.unsqueeze(1).float() / 255.0).to(device)
     y_all = labels.to(device)
     order = torch.randperm(len(y_all), device=device)
     running = 0.0
@@ -55,65 +73,118 @@ def reference_loop(images: torch.Tensor, labels: torch.Tensor, steps: int, devic
         opt.step()
         running += loss.item()
     sync(device)
-    return (time.perf_counter() - start) / steps
+    return {"step_s": (time.perf_counter() - start) / steps}
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def timed(obj, name: str, spent: dict[str, float]) -> None:
+    """Wrap ``obj.name`` to add its wall time to ``spent[name]``."""
+    inner = getattr(obj, name)
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+
+    setattr(obj, name, wrapper)
 
 
-class StepTimer(pl.Callback):
-    """Times training steps after the warm-up, and the validation epoch."""
+def pipeline(
+    data_root: str, store: str, steps: int, device: torch.device, tracking: bool, extra: list[str], profile: bool
+) -> dict:
+    """optbench's training path, built from the default config as optbench-train builds it."""
+    import pytorch_lightning as pl
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
 
-    def __init__(self):
-        self.start = self.end = self.val_start = 0.0
-        self.val_times: list[float] = []
+    from optbench import runtime
+    from optbench.train import CONFIG_DIR, build, quiet_libraries
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == WARMUP:
+    class StepTimer(pl.Callback):
+        def __init__(self):
+            self.start = self.end = self.val_start = self.val_s = 0.0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == WARMUP:
+                sync(pl_module.device)
+                self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.end = time.perf_counter()
+
+        def on_validation_epoch_start(self, trainer, pl_module):
             sync(pl_module.device)
-            self.start = time.perf_counter()
+            self.val_start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.end = time.perf_counter()
+        def on_validation_epoch_end(self, trainer, pl_module):
+            sync(pl_module.device)
+            self.val_s = time.perf_counter() - self.val_start
 
-    def on_validation_epoch_start(self, trainer, pl_module):
-        sync(pl_module.device)
-        self.val_start = time.perf_counter()
-
-    def on_validation_epoch_end(self, trainer, pl_module):
-        sync(pl_module.device)
-        self.val_times.append(time.perf_counter() - self.val_start)
-
-
-def pipeline(overrides: list[str], steps: int, tracking: bool, tmp: str) -> tuple[float, float, float]:
-    """(seconds per step, whole fit wall time, validation time) of optbench's training path."""
+    quiet_libraries()
+    spent: dict[str, float] = {}
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(
             config_name="config",
             overrides=[
-                *overrides,
+                f"data.root={data_root}",
+                *(["trainer=gpu"] if device.type == "cuda" else []),
                 "trainer.max_epochs=1",
                 f"+trainer.limit_train_batches={steps + WARMUP}",
-                "trainer.enable_progress_bar=false",
-                f"logger.tracking_uri=sqlite:///{tmp}/mlflow.db",
-                *([] if tracking else ["~logger"]),
+                *([f"logger.tracking_uri=sqlite:///{store}/mlflow.db"] if tracking else ["~logger"]),
+                *extra,
             ],
         )
+    runtime.configure(cfg.get("threads"), cfg.get("malloc_tuning", True))
     pl.seed_everything(0, verbose=False)
     datamodule, model = build(cfg)
     timer = StepTimer()
     callbacks = [timer]
     if tracking:
-        callbacks.append(instantiate(cfg.logger, run_name="bench", tags={}, run_config=cfg, _recursive_=False))
+        tracker = instantiate(cfg.logger, run_name="bench", tags={}, run_config=cfg, _recursive_=False)
+        for hook in ("on_fit_start", "on_train_epoch_end", "on_fit_end", "end"):
+            timed(tracker, hook, spent)
+        callbacks.append(tracker)
     trainer = instantiate(cfg.trainer, callbacks=callbacks)
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
-    wall = time.perf_counter() - start
+    wall = time.perf_counter()
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            trainer.fit(model, datamodule=datamodule)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
+    else:
+        trainer.fit(model, datamodule=datamodule)
+    wall = time.perf_counter() - wall
     if tracking:
         callbacks[-1].end()
-    return (timer.end - timer.start) / (steps - 1), wall, timer.val_times[-1]
+    per_epoch = spent.get("on_train_epoch_end", 0.0)  # metrics, time-to-target, checkpoint
+    per_run = sum(spent.values()) - per_epoch  # run creation, params, config, dataset, end
+    return {"step_s": (timer.end - timer.start) / (steps - 1), "wall_s": wall, "val_s": timer.val_s,
+            "tracking_epoch_s": per_epoch, "tracking_run_s": per_run}  # fmt: skip
+
+
+def worker(args: argparse.Namespace) -> None:
+    device = torch.device(args.device)
+    if args.worker.startswith("reference"):
+        result = reference_loop(args.data_root, args.steps, device, malloc=args.worker == "reference+malloc")
+    else:
+        on = args.worker == "pipeline-on"
+        result = pipeline(args.data_root, args.store, args.steps, device, on, args.overrides, args.profile)
+    result["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["threads"] = torch.get_num_threads()
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def measure(kind: str, args: argparse.Namespace, profile: bool = False) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--steps", str(args.steps), "--data-root", args.data_root]
+    cmd += ["--store", args.store]
+    cmd += ["--device", args.device, *(["--profile"] if profile else []), *args.overrides]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    if profile:
+        print(out.split("RESULT")[0])
+    return json.loads(out.rsplit("RESULT ", 1)[1])
 
 
 def main() -> None:
@@ -122,46 +193,66 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-root", default=os.environ.get("OPTBENCH_DATA_ROOT", "../shared/data"))
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--profile", action="store_true", help="also print the top ops of the pipeline's steps")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--store", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
-        "overrides", nargs="*", help="extra config overrides for the pipeline, e.g. model.channels_last=true"
+        "overrides", nargs="*", help="config overrides for the pipeline, e.g. model.net.channels_last=false"
     )
     args = parser.parse_args()
-    quiet_libraries()
-    device = torch.device(args.device)
-    dm = MNISTDataModule(root=args.data_root, download=False)
-    dm.setup()
-    images, labels = dm.splits["train"]
-    overrides = [f"data.root={Path(args.data_root).resolve()}", *args.overrides]
-    if device.type == "cuda":
-        overrides.append("trainer=gpu")
-    ref, on, off, wall_on, wall_off, val = [], [], [], [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.repeats):
-            ref.append(reference_loop(images, labels, args.steps, device))
-            s, w, v = pipeline(overrides, args.steps, tracking=True, tmp=tmp)
-            on.append(s), wall_on.append(w), val.append(v)
-            s, w, _ = pipeline(overrides, args.steps, tracking=False, tmp=tmp)
-            off.append(s), wall_off.append(w)
-            print(
-                f"repeat {r + 1}: reference {ref[-1] * 1e3:.2f} ms/step, pipeline {on[-1] * 1e3:.2f} ms/step",
-                file=sys.stderr,
-            )
+    args.data_root = str(Path(args.data_root).resolve())
+    if args.worker:
+        return worker(args)
+    with tempfile.TemporaryDirectory() as store:
+        args.store = store
+        from optbench.tracking import MLflowTracking
+
+        MLflowTracking(f"sqlite:///{store}/mlflow.db").start()  # tables created once, outside the timings
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    kinds = ("reference", "pipeline-on", "pipeline-off", "reference+malloc")
+    results: dict[str, list[dict]] = {k: [] for k in kinds}
+    for r in range(args.repeats):
+        for kind in kinds:
+            results[kind].append(measure(kind, args))
+        ms = {k: f"{v[-1]['step_s'] * 1e3:.2f}" for k, v in results.items()}
+        print(f"repeat {r + 1}: ms/step {ms}", file=sys.stderr, flush=True)
     med = statistics.median
-    steps_per_epoch = -(-60_000 // 64)
-    epoch_s = med(on) * steps_per_epoch + med(val)
-    overhead_s = med(wall_on) - med(wall_off)
-    ratio = med([b / a for a, b in zip(ref, on, strict=True)])
-    print(f"device: {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
-    print(f"{'':<28}{'ms/step':>10}{'samples/s':>12}")
-    print(f"{'reference (plain loop)':<28}{med(ref) * 1e3:>10.2f}{64 / med(ref):>12.0f}")
-    print(f"{'pipeline, tracking on':<28}{med(on) * 1e3:>10.2f}{64 / med(on):>12.0f}")
-    print(f"{'pipeline, tracking off':<28}{med(off) * 1e3:>10.2f}{64 / med(off):>12.0f}")
+
+    def step(kind):
+        return med(x["step_s"] for x in results[kind])
+
+    val_s = med(x["val_s"] for x in results["pipeline-on"])
+    epoch_s = step("pipeline-on") * STEPS_PER_EPOCH + val_s
+    per_step_overhead = step("pipeline-on") - step("pipeline-off")
+    per_epoch_s = med(x["tracking_epoch_s"] for x in results["pipeline-on"])
+    per_run_s = med(x["tracking_run_s"] for x in results["pipeline-on"])
+    ratio = med(p["step_s"] / r["step_s"] for p, r in zip(results["pipeline-on"], results["reference"], strict=True))
     print(
-        f"estimated full epoch (938 steps + eval): {epoch_s:.1f} s; reference {med(ref) * steps_per_epoch:.1f} s + eval"
+        f"device: {args.device}, torch {torch.__version__}, {results['pipeline-on'][0]['threads']} threads, {os.cpu_count()} cores"
     )
-    print(f"tracking overhead per epoch: {overhead_s:+.3f} s = {100 * overhead_s / epoch_s:+.2f}% of an epoch")
-    print(f"evaluation of the {len(dm.splits['val'][1])}-sample test set: {med(val):.3f} s")
-    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    print(f"{'':<34}{'ms/step':>10}{'samples/s':>12}{'peak RSS MiB':>14}")
+    for kind, label in zip(
+        kinds,
+        ("reference (plain loop)", "pipeline, tracking on", "pipeline, tracking off", "reference + malloc setting"),
+        strict=True,
+    ):
+        rss = med(x["rss_mib"] for x in results[kind])
+        print(f"{label:<34}{step(kind) * 1e3:>10.2f}{64 / step(kind):>12.0f}{rss:>14.0f}")
+    print(
+        f"full epoch estimate (938 steps + eval): pipeline {epoch_s:.1f} s, reference {step('reference') * STEPS_PER_EPOCH:.1f} s + eval"
+    )
+    epoch_overhead = per_step_overhead * STEPS_PER_EPOCH + per_epoch_s
+    print(
+        f"tracking overhead per epoch: {per_step_overhead * 1e3:+.2f} ms/step in the loop + {per_epoch_s:.3f} s at epoch end "
+        f"(metrics, checkpoint) = {100 * epoch_overhead / epoch_s:+.2f}% of an epoch; once per run: {per_run_s:.2f} s "
+        f"(run, params, config, dataset) = {100 * per_run_s / (10 * epoch_s):.2f}% of a 10-epoch run"
+    )
+    print(f"evaluation of the 10,000-sample test set: {val_s:.3f} s")
+    if args.profile:
+        measure("pipeline-off", args, profile=True)
     print(f"ratio pipeline/reference = {ratio:.2f}")
 
 

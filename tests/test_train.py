@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import yaml
 
-from .helpers import quick_args, run_cli, runs_of
+from optbench.train import train
+
+from .helpers import REPO, compose_cfg, quick_args, run_cli, runs_of
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s")
 
@@ -55,3 +60,24 @@ def test_offline_missing_data_fails_cleanly(tmp_path, tracking_uri):
     assert "Traceback" not in proc.stderr
     _, runs = runs_of(tracking_uri)
     assert runs == []
+
+
+OPTIMIZERS = sorted(p.stem for p in (REPO / "conf" / "optimizer").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", ["keras", "torch"])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_every_optimizer_trains_through_the_pipeline(optimizer, preset, data_root):
+    cfg = compose_cfg(
+        f"optimizer={optimizer}",
+        f"optimizer.preset={preset}",
+        f"data.root={data_root}",
+        "data.subset=256",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=3",
+        "trainer.enable_progress_bar=false",
+        "~logger",
+    )
+    result = train(cfg)
+    assert result.status == "FINISHED"
+    assert 0.0 <= result.metrics["val_acc"] <= 1.0 and math.isfinite(result.metrics["train_loss"])

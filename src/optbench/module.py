@@ -34,7 +34,6 @@ class ClassifierModule(pl.LightningModule):
         net: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         micro_batch_size: int | None = 4096,
-        channels_last: bool = False,
     ):
         super().__init__()
         if micro_batch_size is not None and (not isinstance(micro_batch_size, int) or micro_batch_size <= 0):
@@ -43,16 +42,13 @@ class ClassifierModule(pl.LightningModule):
         self.net = net
         self.optimizer_factory = optimizer
         self.micro_batch_size = micro_batch_size
-        self.channels_last = channels_last
         self._sums: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, int] = {}
         self.epoch_metrics: dict[str, float] = {}
         self._summarized_epoch = -1
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.net.prepare(images)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x)
+        return self.net(self.net.prepare(images))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Dropout draws from the global generator; resuming must continue its stream exactly.
@@ -65,24 +61,22 @@ class ClassifierModule(pl.LightningModule):
     def configure_optimizers(self):
         return self.optimizer_factory(self.parameters())
 
-    def on_fit_start(self) -> None:
-        if self.channels_last:
-            self.net.to(memory_format=torch.channels_last)
-
-    # -- per-epoch sums: [loss·n, correct, n], reduced across ranks once per epoch --------------
+    # -- per-epoch sums of loss·n, correct and n: on the device, reduced across ranks once per epoch --
     def _reset(self, split: str) -> None:
-        self._sums[split] = torch.zeros(3, dtype=torch.float64, device=self.device)
+        self._sums[split] = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss·n, correct
+        self._counts[split] = 0
 
     def _accumulate(self, split: str, loss_sum: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        correct = (logits.argmax(1) == y).sum()
-        count = torch.tensor(len(y), dtype=torch.float64, device=correct.device)
-        self._sums[split] += torch.stack([loss_sum.detach().double(), correct.double(), count])
+        sums = self._sums[split]
+        sums[0] += loss_sum.detach()
+        sums[1] += (logits.argmax(1) == y).sum()
+        self._counts[split] += len(y)
 
     def reduce(self, split: str) -> dict[str, float]:
         """Exact loss and accuracy over every sample all ranks saw (call on every rank)."""
-        sums = self._sums[split]
+        sums = torch.cat([self._sums[split], self._sums[split].new_tensor([self._counts[split]])])
         if self.trainer.world_size > 1:
-            sums = self.trainer.strategy.reduce(sums.clone(), reduce_op="sum")
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
         loss, correct, n = sums.tolist()
         return {f"{split}_loss": loss / n, f"{split}_acc": correct / n} if n else {}
 
@@ -95,14 +89,14 @@ class ClassifierModule(pl.LightningModule):
         opt.zero_grad(set_to_none=True)
         n = len(labels)
         chunk = self.micro_batch_size or n
-        loss_total = None
+        loss_total = 0.0
         for x, y in zip(images.split(chunk), labels.split(chunk), strict=True):
             logits = self(x)
             loss_sum = F.cross_entropy(logits, y, reduction="sum")
             self.manual_backward(loss_sum / n)
             self._accumulate("train", loss_sum, logits, y)
-            loss_total = loss_sum.detach() if loss_total is None else loss_total + loss_sum.detach()
-        loss = loss_total.item() / n
+            loss_total += loss_sum.item()  # a host read per chunk: free on CPU, one sync per step on GPU
+        loss = loss_total / n
         if not math.isfinite(loss):
             raise DivergenceError(self.current_epoch + 1, self.global_step + 1, loss)
         opt.step()

@@ -30,6 +30,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from . import runtime
 from .data import DataError
 from .module import DivergenceError
 from .tracking import default_tracking_uri, logged_config
@@ -176,6 +177,11 @@ def train(
 ) -> RunResult:
     """Build everything from ``cfg``, fit, and return the final metrics (no Hydra needed)."""
     quiet_libraries()
+    trainer_cfg = cfg.trainer
+    per_node = trainer_cfg.get("devices") if trainer_cfg.get("accelerator") == "cpu" else 1
+    settings = runtime.configure(
+        cfg.get("threads"), cfg.get("malloc_tuning", True), per_node if isinstance(per_node, int) else 1
+    )
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(bool(cfg.get("deterministic")), warn_only=True)
     datamodule, model = build(cfg)
@@ -187,6 +193,7 @@ def train(
         "label": cfg.label,
         "data": cfg.data.name,
         "seed": cfg.seed,
+        **settings,
         **hydra_context(cfg),
         **(extra_tags or {}),
     }

@@ -1,0 +1,101 @@
+"""The seed CNN: its shapes, its inits, and that the fast layout keeps the seed's numbers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from optbench.model import SeedCNN
+from optbench.train import train
+
+from .helpers import compose_cfg
+
+
+def keras_order(net: SeedCNN) -> nn.Sequential:
+    """The seed's layers in the seed's order, sharing ``net``'s (default-layout) weights."""
+    return nn.Sequential(
+        net.conv,
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Dropout(0.25),
+        nn.Flatten(),
+        net.dense,
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        net.out,
+    )
+
+
+def loss_and_grads(model: nn.Module, params, x, y):
+    model.train()
+    torch.manual_seed(1)  # the same dropout masks
+    for p in params:
+        p.grad = None
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    return loss.detach(), [p.grad.contiguous() for p in params]
+
+
+def batch():
+    torch.manual_seed(0)
+    x = SeedCNN.prepare(torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8))
+    return x, torch.randint(0, 10, (64,))
+
+
+def test_relu_after_pool_is_the_seed_order_bit_for_bit():
+    """max commutes with ReLU: the reordered forward gives the seed order's loss and gradients exactly."""
+    x, y = batch()
+    net = SeedCNN()
+    params = list(net.parameters())
+    loss_a, grads_a = loss_and_grads(net, params, x, y)
+    loss_b, grads_b = loss_and_grads(keras_order(net), params, x, y)
+    assert torch.equal(loss_a, loss_b) and all(torch.equal(a, b) for a, b in zip(grads_a, grads_b, strict=True))
+
+
+def test_channels_last_keeps_masks_and_numbers():
+    """Conv and pool in channels_last: same dropout masks, loss and gradients up to float summation order."""
+    x, y = batch()
+    slow = SeedCNN(channels_last=False)
+    fast = SeedCNN(channels_last=True)
+    fast.load_state_dict(slow.state_dict())
+    loss_a, grads_a = loss_and_grads(slow, list(slow.parameters()), x, y)
+    loss_b, grads_b = loss_and_grads(fast, list(fast.parameters()), x, y)
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-6, atol=0)
+    for a, b in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_shapes_and_inits():
+    torch.manual_seed(0)
+    keras, torch_init = SeedCNN("keras"), SeedCNN("torch")
+    assert sum(p.numel() for p in keras.parameters()) == 1_387_594  # 320 + 1,384,704 + 2,570
+    assert torch.all(keras.dense.bias == 0) and not torch.all(torch_init.dense.bias == 0)
+    bound = math.sqrt(6 / (5408 + 256))  # Glorot-uniform
+    assert keras.dense.weight.abs().max() <= bound and keras.dense.weight.abs().max() > 0.9 * bound
+    assert torch_init.dense.weight.abs().max() <= 1 / math.sqrt(5408)  # kaiming-uniform(a=√5)
+    with pytest.raises(ValueError, match="model.net.init='he'"):
+        SeedCNN("he")
+
+
+def test_fast_path_keeps_per_epoch_metrics(data_root):
+    """Default (fast) settings vs every speed switch off: the same per-epoch metrics up to float noise."""
+
+    def run(*extra):
+        cfg = compose_cfg(
+            f"data.root={data_root}",
+            "data.subset=1024",
+            "trainer.max_epochs=2",
+            "trainer.enable_progress_bar=false",
+            "~logger",
+            *extra,
+        )
+        return train(cfg).metrics
+
+    fast, slow = run(), run("model.net.channels_last=false", "threads=1")
+    assert fast.keys() == slow.keys() and "val_loss" in fast
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        assert fast[key] == pytest.approx(slow[key], rel=1e-4, abs=1e-6), key

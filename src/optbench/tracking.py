@@ -91,7 +91,11 @@ def get_or_create_experiment(client: mlflow.MlflowClient, name: str) -> str:
     if experiment is not None:
         return experiment.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name))
+        return client.create_experiment(
+            name,
+            artifact_location=artifact_location(client.tracking_uri, name),
+            tags={"mlflow.experimentKind": "custom_model_development"},  # the UI opens on the runs table
+        )
     except MlflowException:  # another process created it first
         return client.get_experiment_by_name(name).experiment_id
 

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import provenance
 from .tracking import default_tracking_uri, get_run, logged_config
-from .train import RUN_RECORD, train
+from .train import RUN_RECORD, quiet_libraries, train
 
 COMPARED = ("train_loss", "train_acc", "val_loss", "val_acc")
 # On CPU the same seed gives bit-identical numbers; GPU kernels may reorder float sums.
@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db"
     )
     args = parser.parse_args(argv)
+    quiet_libraries()
     client = mlflow.MlflowClient(args.tracking_uri or default_tracking_uri())
     try:
         cfg, original = load_source(args.source, client)

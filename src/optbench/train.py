@@ -57,6 +57,7 @@ def quiet_libraries() -> None:
     for name in ("mlflow.store.db.utils", "mlflow.system_metrics", "pytorch_lightning.trainer.connectors"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def hydra_context(cfg: DictConfig) -> dict[str, str]:

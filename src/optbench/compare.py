@@ -95,11 +95,9 @@ def select_runs(
     if exp is None:
         names = [e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
         raise CompareError(f"No experiment named {experiment!r} in this store; it has: {', '.join(names) or 'none'}.")
-    clauses = [f"tags.`{SUMMARY_TAG}` != 'summary'"] if False else []
-    if sweep:
-        clauses.append(f"tags.sweep_id = '{sweep}'")
-    if filter_string:
-        clauses.append(f"({filter_string})" if " or " in filter_string.lower() else filter_string)
+    clauses = [f"tags.sweep_id = '{sweep}'"] if sweep else []
+    if filter_string:  # MLflow's filter grammar joins clauses with AND only
+        clauses.append(filter_string)
     runs, token = [], None
     while True:
         page = client.search_runs(

@@ -118,24 +118,23 @@ class ClassifierModule(pl.LightningModule):
         logits = self(images)
         self._accumulate(split, F.cross_entropy(logits, labels, reduction="sum"), logits, labels)
 
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
-            return
-        metrics = self.reduce("val")
+    def _publish(self, split: str) -> None:
+        """Reduce a split's sums, keep them for tracking, and show them on the progress bar."""
+        metrics = self.reduce(split)
         self.epoch_metrics.update(metrics)
-        self.log_dict(metrics, prog_bar=True, logger=False, sync_dist=False, rank_zero_only=True)
+        self.log_dict(metrics, prog_bar=True, logger=False, rank_zero_only=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._publish("val")
 
     def on_test_epoch_end(self) -> None:
-        metrics = self.reduce("test")
-        self.epoch_metrics.update(metrics)
-        self.log_dict(metrics, logger=False, rank_zero_only=True)
+        self._publish("test")
 
     def epoch_summary(self) -> dict[str, float]:
         """This epoch's train and val metrics; reduces the train sums once (collective: all ranks call it)."""
         if self._summarized_epoch != self.current_epoch:
-            metrics = self.reduce("train")
-            self.epoch_metrics.update(metrics)
-            self.log_dict(metrics, prog_bar=True, logger=False, rank_zero_only=True)
+            self._publish("train")
             self._summarized_epoch = self.current_epoch
         return dict(self.epoch_metrics)
 

@@ -41,7 +41,7 @@ def test_targets_are_logged_by_a_run_and_ranked(data_root, tracking_uri, tmp_pat
             tracking_uri,
             tmp_path,
             "logger.val_acc_targets=[0.5,0.999]",
-            "logger.system_metrics_interval_s=0.5",
+            "logger.system_metrics_interval_s=60",  # longer than the run: the tail sample must be kept
             "optimizer=adam,sgd",
             "sweep_id=t",
         ),

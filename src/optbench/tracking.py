@@ -255,6 +255,11 @@ class MLflowTracking(pl.Callback):
     def end(self, status: str = "FINISHED", **tags: Any) -> None:
         if self._monitor is not None:
             self._monitor.finish()
+            # MLflow drops the samples of the last, unfinished interval; a run shorter than one
+            # interval would otherwise have no system metrics at all.
+            if tail := self._monitor.aggregate_metrics():
+                self._monitor.publish_metrics(tail)
+                self._monitor.mlflow_logger.flush()
             self._monitor = None
         if self.client is None or self.run_id is None:
             return

@@ -98,8 +98,7 @@ def pipeline(
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from optbench import runtime
-    from optbench.train import CONFIG_DIR, build, quiet_libraries
+    from optbench.train import CONFIG_DIR, build, configure_runtime, quiet_libraries
 
     class StepTimer(pl.Callback):
         def __init__(self):
@@ -135,7 +134,7 @@ def pipeline(
                 *extra,
             ],
         )
-    runtime.configure(cfg.get("threads"), cfg.get("malloc_tuning", True))
+    configure_runtime(cfg)
     pl.seed_everything(0, verbose=False)
     datamodule, model = build(cfg)
     timer = StepTimer()

@@ -174,7 +174,7 @@ def attach_reference(comparison: Comparison) -> None:
 def fmt(value: float, column: str) -> str:
     if math.isnan(value):
         return "—"
-    if column == "total_time_s" or column.endswith("_s"):
+    if column.endswith("_s"):  # times, total_time_s included
         return f"{value:.1f}"
     return f"{value:g}" if "_to_" in column else f"{value:.4f}"
 

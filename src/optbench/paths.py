@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -33,7 +33,6 @@ class TestFunction:
     steps: int = 150
     convex: bool = True
     minimum: tuple[float, float] | None = (0.0, 0.0)
-    levels: list[float] = field(default_factory=list)
 
 
 BASE_LR = {

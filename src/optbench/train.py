@@ -170,6 +170,13 @@ def ddp_children_read_this_job():
             torch.distributed.destroy_process_group()
 
 
+def configure_runtime(cfg: DictConfig) -> dict[str, str]:
+    """Threads and allocator from ``cfg``; DDP processes on one CPU node share its cores."""
+    devices = cfg.trainer.get("devices")
+    per_node = devices if cfg.trainer.get("accelerator") == "cpu" and isinstance(devices, int) else 1
+    return runtime.configure(cfg.get("threads"), cfg.get("malloc_tuning", True), per_node)
+
+
 def train(
     cfg: DictConfig,
     extra_tags: dict[str, str] | None = None,
@@ -178,11 +185,7 @@ def train(
 ) -> RunResult:
     """Build everything from ``cfg``, fit, and return the final metrics (no Hydra needed)."""
     quiet_libraries()
-    trainer_cfg = cfg.trainer
-    per_node = trainer_cfg.get("devices") if trainer_cfg.get("accelerator") == "cpu" else 1
-    settings = runtime.configure(
-        cfg.get("threads"), cfg.get("malloc_tuning", True), per_node if isinstance(per_node, int) else 1
-    )
+    settings = configure_runtime(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(bool(cfg.get("deterministic")), warn_only=True)
     datamodule, model = build(cfg)

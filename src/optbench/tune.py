@@ -49,10 +49,12 @@ def log_best(uri: str, experiment: str, sweep: str, optimizer: str, results: dic
         run_name=f"tuning-{optimizer}",
         tags={compare.SUMMARY_TAG: "summary", "sweep_id": sweep, "optimizer": optimizer, "tuning_trials": str(trials)},
     )
-    params = [Param(k, str(v)) for k, v in results["best_params"].items()]
-    now = int(time.time() * 1000)
-    client.log_batch(run.info.run_id, params=params, metrics=[Metric("best_val_acc", results["best_value"], now, 0)])
-    client.log_batch(run.info.run_id, tags=[RunTag("best_params", str(results["best_params"]))])
+    client.log_batch(
+        run.info.run_id,
+        metrics=[Metric("best_val_acc", results["best_value"], int(time.time() * 1000), 0)],
+        params=[Param(k, str(v)) for k, v in results["best_params"].items()],
+        tags=[RunTag("best_params", str(results["best_params"]))],
+    )
     client.set_terminated(run.info.run_id)
     return run.info.run_id
 

@@ -9,7 +9,7 @@ EPOCHS ?= 10
 SWEEP ?= seed-table-$(shell date +%Y%m%d-%H%M%S)
 export OPTBENCH_DATA_ROOT ?= $(if $(wildcard ../shared/data/MNIST/raw),../shared/data,data)
 
-.PHONY: install compare test lint fashion-mnist
+.PHONY: install compare test test-fast lint system-packages
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,15 +24,27 @@ compare: $(VENV)/.installed
 		seed=$(shell seq -s, 1 $(SEEDS)) $(if $(SUBSET),data.subset=$(SUBSET))
 	$(VENV)/bin/optbench-compare --sweep $(SWEEP) --reference seed --plot reports/$(SWEEP).png
 
-test: $(VENV)/.installed fashion-mnist
+test: $(VENV)/.installed system-packages
 	$(PY) -m pytest -q
 
-# Debian's copy of Fashion-MNIST, for data=fashion_mnist offline (its test is skipped without it).
-fashion-mnist:
-	@test -d /usr/share/datasets/fashion-mnist || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-		{ apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
-		  { apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }; }; } || \
-		echo "note: Debian's dataset-fashion-mnist is not installed; the Fashion-MNIST test will be skipped"
+# The quick tier (no CLI processes, no long runs): under 2 minutes.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow"
+
+# What the tests use from Debian: Fashion-MNIST's files, Chromium (the HTML report is rendered in it) and
+# PostgreSQL (a real tracking database). Installed when missing and when root; the tests say what is missing.
+DEBIAN_PACKAGES := dataset-fashion-mnist chromium postgresql
+system-packages:
+	@missing=""; \
+	 test -d /usr/share/datasets/fashion-mnist || missing="$$missing dataset-fashion-mnist"; \
+	 command -v chromium >/dev/null || missing="$$missing chromium"; \
+	 ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	 if [ -n "$$missing" ]; then \
+	   if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	     export DEBIAN_FRONTEND=noninteractive; \
+	     apt-get install -y -q $$missing >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; }; \
+	   else echo "note: not installed (needs root and apt-get):$$missing"; fi; \
+	 fi
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -77,7 +77,7 @@ def reference_loop(data_root: str, steps: int, device: torch.device, malloc: boo
 
 
 def timed(obj, name: str, spent: dict[str, float]) -> None:
-    """Wrap ``obj.name`` to add its wall time to ``spent[name]``."""
+    """Wrap ``obj.name`` (a class's method too) to add its wall time to ``spent[name]``."""
     inner = getattr(obj, name)
 
     def wrapper(*args, **kwargs):
@@ -93,12 +93,12 @@ def timed(obj, name: str, spent: dict[str, float]) -> None:
 def pipeline(
     data_root: str, store: str, steps: int, device: torch.device, tracking: bool, extra: list[str], profile: bool
 ) -> dict:
-    """optbench's training path, built from the default config as optbench-train builds it."""
+    """optbench's training path: ``pipeline.run`` on the default config, as optbench-train runs it."""
     import pytorch_lightning as pl
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
 
-    from optbench.train import CONFIG_DIR, build, configure_runtime, quiet_libraries
+    from optbench import config
+    from optbench import pipeline as optbench_pipeline
+    from optbench.tracking import RunTracking
 
     class StepTimer(pl.Callback):
         def __init__(self):
@@ -120,45 +120,32 @@ def pipeline(
             sync(pl_module.device)
             self.val_s = time.perf_counter() - self.val_start
 
-    quiet_libraries()
     spent: dict[str, float] = {}
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            config_name="config",
-            overrides=[
-                f"data.root={data_root}",
-                *(["trainer=gpu"] if device.type == "cuda" else []),
-                "trainer.max_epochs=1",
-                f"+trainer.limit_train_batches={steps + WARMUP}",
-                *([f"logger.tracking_uri=sqlite:///{store}/mlflow.db"] if tracking else ["~logger"]),
-                *extra,
-            ],
-        )
-    configure_runtime(cfg)
-    pl.seed_everything(0, verbose=False)
-    datamodule, model = build(cfg)
+    for hook in ("on_fit_start", "on_train_epoch_end", "on_fit_end", "finish"):
+        timed(RunTracking, hook, spent)
+    cfg = config.compose(
+        f"data.root={data_root}",
+        *(["trainer=gpu"] if device.type == "cuda" else []),
+        "trainer.max_epochs=1",
+        f"trainer.limit_train_batches={steps + WARMUP}",
+        "trainer.enable_progress_bar=false",
+        "seed=0",
+        *([f"logger.tracking_uri=sqlite:///{store}/mlflow.db"] if tracking else ["~logger", "~callbacks.checkpoint"]),
+        *extra,
+    )
     timer = StepTimer()
-    callbacks = [timer]
-    if tracking:
-        tracker = instantiate(cfg.logger, run_name="bench", tags={}, run_config=cfg, _recursive_=False)
-        for hook in ("on_fit_start", "on_train_epoch_end", "on_fit_end", "end"):
-            timed(tracker, hook, spent)
-        callbacks.append(tracker)
-    trainer = instantiate(cfg.trainer, callbacks=callbacks)
     wall = time.perf_counter()
     if profile:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
 
         with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-            trainer.fit(model, datamodule=datamodule)
+            optbench_pipeline.run(cfg, callbacks=[timer])
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
     else:
-        trainer.fit(model, datamodule=datamodule)
+        optbench_pipeline.run(cfg, callbacks=[timer])
     wall = time.perf_counter() - wall
-    if tracking:
-        callbacks[-1].end()
-    per_epoch = spent.get("on_train_epoch_end", 0.0)  # metrics, time-to-target, checkpoint
+    per_epoch = spent.get("on_train_epoch_end", 0.0)  # metrics, time-to-target
     per_run = sum(spent.values()) - per_epoch  # run creation, params, config, dataset, end
     return {"step_s": (timer.end - timer.start) / (steps - 1), "wall_s": wall, "val_s": timer.val_s,
             "tracking_epoch_s": per_epoch, "tracking_run_s": per_run}  # fmt: skip
@@ -204,9 +191,9 @@ def main() -> None:
         return worker(args)
     with tempfile.TemporaryDirectory() as store:
         args.store = store
-        from optbench.tracking import MLflowTracking
+        from optbench import store as tracking_store
 
-        MLflowTracking(f"sqlite:///{store}/mlflow.db").start()  # tables created once, outside the timings
+        tracking_store.prepare(f"sqlite:///{store}/mlflow.db", "optbench")  # tables created once, outside the timings
         run(args)
 
 

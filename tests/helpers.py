@@ -3,29 +3,36 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import mlflow
-from hydra import compose, initialize_config_dir
 
-from optbench.train import CONFIG_DIR
+from optbench.config import compose
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+    return compose(*overrides)
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600, check: bool = True):
-    """Run ``python -m optbench.train ARGS`` as a user would; return the completed process."""
+def run_cli(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict | None = None,
+    timeout: int = 600,
+    check: bool = True,
+    module: str = "optbench",
+):
+    """Run ``python -m optbench ARGS`` (``optbench-train``) as a user would; return the completed process."""
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full_env.update(PYTHONUNBUFFERED="1", **(env or {}))
     proc = subprocess.run(
-        [sys.executable, "-m", "optbench.train", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd or REPO,
         env=full_env,
         capture_output=True,
@@ -55,3 +62,43 @@ def runs_of(tracking_uri: str, experiment: str = "optbench"):
     client = mlflow.MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     return client, (client.search_runs([exp.experiment_id]) if exp else [])
+
+
+def histories(client, run_id, metrics=("train_loss", "train_acc", "val_loss", "val_acc")):
+    return {
+        m: [(x.step, x.value) for x in sorted(client.get_metric_history(run_id, m), key=lambda x: x.step)]
+        for m in metrics
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(args: list[str], env: dict, tmp_path: Path) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        ["bash", str(REPO / "scripts" / "tracking_server.sh"), *args],
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "MLFLOW": str(Path(sys.executable).parent / "mlflow"),
+            "OPTBENCH_ARTIFACTS": str(tmp_path / "artifacts"),
+            **env,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    line = proc.stdout.readline().strip()  # the script's last line, once the server answers
+    assert line.startswith("MLFLOW_TRACKING_URI=http://127.0.0.1:"), (
+        proc.stderr.read()[-3000:] if proc.poll() is not None else line
+    )
+    return proc, line.split("=", 1)[1]
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=60)

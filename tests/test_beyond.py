@@ -10,7 +10,9 @@ import mlflow
 import pytest
 import torch
 
-from optbench import compare, paths, tune
+from optbench import trajectories
+from optbench.cli import compare, tune
+from optbench.cli import trajectories as trajectories_cli
 from optbench.tracking import target_metric_names, time_to_targets
 
 from .helpers import quick_args, run_cli, runs_of
@@ -34,14 +36,15 @@ def test_time_to_target_on_a_synthetic_sequence():
     assert target_metric_names(0.995)[0] not in logged, "absent when never reached"
 
 
+@pytest.mark.slow
 def test_targets_are_logged_by_a_run_and_ranked(data_root, tracking_uri, tmp_path, capsys):
     run_cli(
         *quick_args(
             data_root,
             tracking_uri,
             tmp_path,
-            "logger.val_acc_targets=[0.5,0.999]",
-            "logger.system_metrics_interval_s=60",  # longer than the run: the tail sample must be kept
+            "callbacks.tracking.val_acc_targets=[0.5,0.999]",
+            "callbacks.tracking.system_metrics_interval_s=60",  # longer than the run: the tail sample must be kept
             "optimizer=adam,sgd",
             "sweep_id=t",
         ),
@@ -78,6 +81,7 @@ def test_targets_are_logged_by_a_run_and_ranked(data_root, tracking_uri, tmp_pat
 @pytest.mark.skipif(
     not FASHION.exists(), reason="Debian's dataset-fashion-mnist is not installed (make test installs it)"
 )
+@pytest.mark.slow
 def test_fashion_mnist_trains_from_debian_files(tracking_uri, tmp_path):
     root = tmp_path / "fashion"
     run_cli(
@@ -91,6 +95,7 @@ def test_fashion_mnist_trains_from_debian_files(tracking_uri, tmp_path):
     assert (root / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").stat().st_size == 47_040_016
 
 
+@pytest.mark.slow
 def test_tuned_mode_two_trials(data_root, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OPTBENCH_DATA_ROOT", str(data_root))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -135,23 +140,23 @@ def test_tuned_mode_two_trials(data_root, tmp_path, capsys, monkeypatch):
     assert "sgd_momentum-tuned" in out
 
 
-def test_paths_figures_and_convergence(tmp_path):
-    assert paths.main(["--out", str(tmp_path), "--no-log"]) == 0
-    for name in paths.FUNCTIONS:
-        png = tmp_path / f"paths_{name}.png"
+def test_trajectory_figures_and_convergence(tmp_path):
+    assert trajectories_cli.main(["--out", str(tmp_path), "--no-log"]) == 0
+    for name in trajectories.FUNCTIONS:
+        png = tmp_path / f"trajectories_{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for fn in paths.FUNCTIONS.values():
+    for fn in trajectories.FUNCTIONS.values():
         if not fn.convex and fn.minimum is None:
             continue
         start = fn.f(torch.tensor(fn.start, dtype=torch.float64)).item()
         for name in fn.lr:
-            final = fn.f(torch.tensor(paths.trajectory(name, fn)[-1])).item()
+            final = fn.f(torch.tensor(trajectories.trajectory(name, fn)[-1])).item()
             assert final < 0.5 * start, f"{name} on {fn.name}: {final} vs start {start}"
 
 
-def test_paths_logged_to_mlflow(tmp_path):
+def test_trajectories_logged_to_mlflow(tmp_path):
     uri = f"sqlite:///{tmp_path / 'p.db'}"
-    assert paths.main(["--out", str(tmp_path), "--functions", "bowl", "--tracking-uri", uri]) == 0
+    assert trajectories_cli.main(["--out", str(tmp_path), "--functions", "bowl", "--tracking-uri", uri]) == 0
     client, runs = runs_of(uri)
-    assert [a.path for a in client.list_artifacts(runs[0].info.run_id)] == ["paths_bowl.png"]
-    assert os.path.exists(tmp_path / "paths_bowl.png")
+    assert [a.path for a in client.list_artifacts(runs[0].info.run_id)] == ["trajectories_bowl.png"]
+    assert os.path.exists(tmp_path / "trajectories_bowl.png")

@@ -11,9 +11,12 @@ import mlflow
 import numpy as np
 import pytest
 
-from optbench import compare
+from optbench.cli import compare
+from optbench.compare.query import SUMMARY_TAG
 
 from .helpers import quick_args, run_cli, runs_of
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ def independent_cells(uri: str) -> dict[tuple[str, str], list[float]]:
     client, runs = runs_of(uri)
     cells: dict[tuple[str, str], list[float]] = {}
     for run in runs:
-        if run.info.status != "FINISHED" or run.data.tags.get(compare.SUMMARY_TAG):
+        if run.info.status != "FINISHED" or run.data.tags.get(SUMMARY_TAG):
             continue
         for metric in ("val_acc", "val_loss"):
             for m in client.get_metric_history(run.info.run_id, metric):
@@ -91,7 +94,7 @@ def test_reference_column_holds_seed_numbers(store, capsys):
     rows = {r["optimizer"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
     assert rows["adam"]["val_acc@1_seed"] == 0.9772 and rows["adam"]["val_loss@10_seed"] == 0.0297
     assert rows["sgd_momentum"]["val_acc@5_seed"] == 0.9585 and rows["sgd_momentum"]["total_time_s_seed"] == 7 * 60 + 4
-    assert rows["adam"]["val_acc@1_diff"] == pytest.approx(rows["adam"]["val_acc@1"] - 0.9772)
+    assert rows["adam"]["val_acc@1_seed_diff"] == pytest.approx(rows["adam"]["val_acc@1"] - 0.9772)
     assert rows["adam"]["val_acc@10"] is None, "2-epoch runs have no epoch-10 cell"
 
 
@@ -105,7 +108,7 @@ def test_plot_is_png_and_summary_run_is_logged(store, capsys):
     assert out.with_suffix(".svg").read_text().lstrip().startswith("<?xml")
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("optbench")
-    summaries = client.search_runs([exp.experiment_id], f"tags.`{compare.SUMMARY_TAG}` = 'summary'")
+    summaries = client.search_runs([exp.experiment_id], f"tags.`{SUMMARY_TAG}` = 'summary'")
     assert len(summaries) == 1
     artifacts = {a.path for a in client.list_artifacts(summaries[0].info.run_id)}
     assert {"learning_curves.png", "comparison.csv", "comparison.md"} <= artifacts

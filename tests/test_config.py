@@ -2,31 +2,29 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from pytorch_lightning.loggers import MLFlowLogger
 
+from optbench.config import options
 from optbench.data import MNISTDataModule
 from optbench.module import ClassifierModule
 from optbench.optim import BaseOptimizer
-from optbench.tracking import MLflowTracking
-from optbench.train import CONFIG_DIR
+from optbench.tracking import RunTracking
 
-from .helpers import compose_cfg
-
-CONF = Path(CONFIG_DIR)
-
-
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+from .helpers import REPO, compose_cfg
 
 
 def test_every_group_exists():
-    for group in ("optimizer", "data", "model", "trainer", "logger", "experiment", "hydra/launcher"):
+    for group in ("optimizer", "data", "model", "trainer", "logger", "callbacks", "experiment", "hydra/launcher"):
         assert options(group), f"conf/{group}/ has no configs"
+
+
+def test_groups_mirror_the_top_level_conf_folder():
+    """The configs the package reads are the top-level conf/ folder (one source)."""
+    assert options("optimizer") == sorted(p.stem for p in (REPO / "conf" / "optimizer").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("name", options("optimizer"))
@@ -65,7 +63,27 @@ def test_trainer_configs(name):
 @pytest.mark.parametrize("name", options("logger"))
 def test_logger_configs(name, tmp_path):
     cfg = compose_cfg(f"logger={name}", f"logger.tracking_uri=sqlite:///{tmp_path}/m.db")
-    assert isinstance(instantiate(cfg.logger, _recursive_=False), MLflowTracking)
+    assert isinstance(instantiate(cfg.logger), MLFlowLogger)
+
+
+@pytest.mark.parametrize("name", options("callbacks"))
+def test_callbacks_configs(name, tmp_path):
+    cfg = compose_cfg(f"callbacks={name}")
+    built = {key: instantiate(node) for key, node in cfg.callbacks.items()}
+    assert isinstance(built["tracking"], RunTracking)
+    assert isinstance(built["checkpoint"], pl.callbacks.ModelCheckpoint) and built["checkpoint"].save_top_k == 1
+
+
+@pytest.mark.parametrize("name", options("optimizer"))
+def test_optimizer_configs_list_every_hyperparameter(name):
+    """Each conf/optimizer file names every constructor argument, so the effective values can be logged."""
+    import inspect
+
+    from optbench.optim import OPTIMIZERS
+
+    cfg = compose_cfg(f"optimizer={name}")
+    wanted = set(inspect.signature(OPTIMIZERS[name]).parameters) - {"params"}
+    assert wanted <= set(cfg.optimizer), wanted - set(cfg.optimizer)
 
 
 @pytest.mark.parametrize("name", options("experiment"))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from optbench.train import CONFIG_DIR
+from optbench.config import compose
+from optbench.restore import CHECKPOINT
 
 from .helpers import compose_cfg, quick_args, run_cli, runs_of
 
@@ -23,9 +23,7 @@ def assert_complete(client, run, epochs=2):
 
 def one_process_eval(client, run, data_root, tmp_path):
     """Evaluate the run's final weights on the validation split in this single process."""
-    ckpt = torch.load(
-        client.download_artifacts(run.info.run_id, "checkpoints/last.ckpt", str(tmp_path)), weights_only=False
-    )
+    ckpt = torch.load(client.download_artifacts(run.info.run_id, CHECKPOINT, str(tmp_path)), weights_only=True)
     cfg = compose_cfg(f"data.root={data_root}", "data.subset=512")
     model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer))
     model.load_state_dict(ckpt["state_dict"])
@@ -39,6 +37,7 @@ def one_process_eval(client, run, data_root, tmp_path):
     return (logits.argmax(1) == y).double().mean().item(), loss
 
 
+@pytest.mark.slow
 def test_ddp_cpu_single_run(data_root, tracking_uri, tmp_path):
     run_cli(*quick_args(data_root, tracking_uri, tmp_path, "trainer=ddp_cpu", "trainer.enable_progress_bar=false"))
     client, runs = runs_of(tracking_uri)
@@ -55,6 +54,7 @@ def test_ddp_cpu_single_run(data_root, tracking_uri, tmp_path):
     assert not (tmp_path / "multirun").exists()
 
 
+@pytest.mark.slow
 def test_ddp_cpu_multirun(data_root, tracking_uri, tmp_path):
     run_cli(
         "-m",
@@ -70,14 +70,15 @@ def test_ddp_cpu_multirun(data_root, tracking_uri, tmp_path):
 
 
 def compose_with_hydra(*overrides):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    return compose(*overrides, hydra=True)
 
 
 def test_launcher_configs_compose():
     slurm = compose_with_hydra("hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4")
     assert slurm.hydra.launcher._target_.endswith("SlurmLauncher")
-    assert slurm.hydra.launcher.gpus_per_node == 4 and slurm.hydra.launcher.tasks_per_node == 1
+    assert slurm.hydra.launcher.gpus_per_node == 4 and slurm.hydra.launcher.tasks_per_node == 4, "srun starts the ranks"
+    local = compose_with_hydra("hydra/launcher=submitit_local")
+    assert local.hydra.launcher._target_.endswith("LocalLauncher")
     joblib = compose_with_hydra("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     assert joblib.hydra.launcher._target_.endswith("JoblibLauncher") and joblib.hydra.launcher.n_jobs == 2
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from optbench import pipeline
 from optbench.model import SeedCNN
-from optbench.train import train
 
 from .helpers import compose_cfg
 
@@ -93,9 +93,37 @@ def test_fast_path_keeps_per_epoch_metrics(data_root):
             "~logger",
             *extra,
         )
-        return train(cfg).metrics
+        return pipeline.run(cfg).metrics
 
     fast, slow = run(), run("model.net.channels_last=false", "threads=1")
     assert fast.keys() == slow.keys() and "val_loss" in fast
     for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
         assert fast[key] == pytest.approx(slow[key], rel=1e-4, abs=1e-6), key
+
+
+def test_a_non_finite_parameter_is_divergence():
+    from optbench.module import ClassifierModule, DivergenceError
+    from optbench.optim import create
+
+    module = ClassifierModule(SeedCNN(), optimizer=lambda params: create(params, "adam"))
+    module.raise_if_diverged()  # healthy: nothing raised
+    with torch.no_grad():
+        module.net.dense.weight[3, 7] = math.inf
+    with pytest.raises(DivergenceError, match="the value of a parameter became inf"):
+        module.raise_if_diverged()
+
+
+def test_gradients_have_their_parameters_strides():
+    """DDP builds its gradient buckets with each parameter's strides; the channels_last conv weight
+    ([9, 1, 3, 1]) with a contiguous gradient ([9, 9, 3, 1], what a GPU returned) made DDP copy gradients
+    every step. The gradient is handed over in the weight's strides, with the same values."""
+    net = SeedCNN(channels_last=True)
+    assert net.conv.weight.stride() == (9, 1, 3, 1)
+    contiguous_grad = torch.arange(288.0).reshape(32, 1, 3, 3)  # what a GPU's conv backward gave
+    hooks = list((net.conv.weight._backward_hooks or {}).values())
+    assert len(hooks) == 1, "the weight's gradient hook is registered"
+    restrided = hooks[0](contiguous_grad)
+    assert restrided.stride() == net.conv.weight.stride() and torch.equal(restrided, contiguous_grad)
+    x, y = batch()
+    F.cross_entropy(net(x), y).backward()
+    assert all(p.grad.stride() == p.stride() for p in net.parameters())

@@ -289,8 +289,8 @@ def test_unknown_names_and_presets():
 def test_foreach_is_default_when_tensors_allow():
     net = small_net()
     opt = O.create(net.parameters(), "adam", "torch")
-    assert opt.param_groups[0]["foreach"] is None and opt._foreach_allowed(list(net.parameters()))
+    assert opt.param_groups[0]["foreach"] is None and opt.uses_foreach(opt.param_groups[0])
     mixed = [torch.ones(2, requires_grad=True), torch.ones(2, dtype=torch.float64, requires_grad=True)]
     for p in mixed:
         p.grad = torch.ones_like(p)
-    assert not opt._foreach_allowed(mixed)
+    assert not opt.uses_foreach(opt.param_groups[0], mixed)

@@ -7,13 +7,14 @@ import math
 import pytest
 import yaml
 
-from optbench.train import train
+from optbench import config, pipeline
 
-from .helpers import REPO, compose_cfg, quick_args, run_cli, runs_of
+from .helpers import compose_cfg, quick_args, run_cli, runs_of
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "epoch_time_s")
 
 
+@pytest.mark.slow
 def test_single_run_is_tracked(data_root, tracking_uri, tmp_path):
     proc = run_cli(*quick_args(data_root, tracking_uri, tmp_path, "optimizer=adam", "seed=7"))
     client, runs = runs_of(tracking_uri)
@@ -38,6 +39,7 @@ def test_single_run_is_tracked(data_root, tracking_uri, tmp_path):
     assert config["optimizer"]["name"] == "adam" and config["trainer"]["max_epochs"] == 2
 
 
+@pytest.mark.slow
 def test_multirun_shares_sweep_id(data_root, tracking_uri, tmp_path):
     run_cli("-m", *quick_args(data_root, tracking_uri, tmp_path, "optimizer=adam,sgd", "trainer.max_epochs=1"))
     _, runs = runs_of(tracking_uri)
@@ -47,6 +49,7 @@ def test_multirun_shares_sweep_id(data_root, tracking_uri, tmp_path):
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
+@pytest.mark.slow
 def test_offline_missing_data_fails_cleanly(tmp_path, tracking_uri):
     proc = run_cli(
         f"data.root={tmp_path}/empty",
@@ -62,7 +65,7 @@ def test_offline_missing_data_fails_cleanly(tmp_path, tracking_uri):
     assert runs == []
 
 
-OPTIMIZERS = sorted(p.stem for p in (REPO / "conf" / "optimizer").glob("*.yaml"))
+OPTIMIZERS = config.options("optimizer")
 
 
 @pytest.mark.parametrize("preset", ["keras", "torch"])
@@ -74,10 +77,10 @@ def test_every_optimizer_trains_through_the_pipeline(optimizer, preset, data_roo
         f"data.root={data_root}",
         "data.subset=256",
         "trainer.max_epochs=1",
-        "+trainer.limit_train_batches=3",
+        "trainer.limit_train_batches=3",
         "trainer.enable_progress_bar=false",
         "~logger",
     )
-    result = train(cfg)
+    result = pipeline.run(cfg)
     assert result.status == "FINISHED"
     assert 0.0 <= result.metrics["val_acc"] <= 1.0 and math.isfinite(result.metrics["train_loss"])

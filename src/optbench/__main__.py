@@ -1,3 +1,3 @@
-from optbench.train import main
+from optbench.cli.train import main
 
 main()

@@ -8,9 +8,18 @@ from torch import nn
 INITS = ("keras", "torch")
 
 
+def _in_layout_of(param: torch.Tensor):
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        return grad if grad.stride() == param.stride() else torch.empty_like(param).copy_(grad)
+
+    return hook
+
+
 class SeedCNN(nn.Module):
     """Conv2D 32@3x3 relu → MaxPool 2 → Dropout .25 → Flatten → Dense 256 relu → Dropout .5 → Dense 10.
 
+    The two dropout rates are parameters so that equivalence tests (against Keras, packed training)
+    can switch the random masks off; the defaults are the seed's.
     Outputs logits: softmax + categorical cross-entropy in Keras is ``F.cross_entropy`` here.
     ``init="keras"`` uses Glorot-uniform weights and zero biases (Keras's Conv2D/Dense defaults);
     ``init="torch"`` keeps PyTorch's kaiming-uniform(a=√5) weights and uniform biases.
@@ -28,16 +37,21 @@ class SeedCNN(nn.Module):
         num_classes: int = 10,
         image_size: int = 28,
         channels_last: bool = False,
+        dropout_conv: float = 0.25,
+        dropout_dense: float = 0.5,
     ):
         super().__init__()
         if init not in INITS:
             raise ValueError(f"Unknown model.net.init={init!r}; choose one of: {', '.join(INITS)}.")
+        for key, rate in (("dropout_conv", dropout_conv), ("dropout_dense", dropout_dense)):
+            if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate < 1:
+                raise ValueError(f"Invalid model.net.{key}={rate!r}; a dropout rate must be in [0, 1).")
         self.init, self.channels_last = init, channels_last
         self.conv = nn.Conv2d(in_channels, 32, kernel_size=3)
         self.pool = nn.MaxPool2d(2)
-        self.dropout1 = nn.Dropout(0.25)
+        self.dropout1 = nn.Dropout(dropout_conv)
         self.dense = nn.Linear(32 * ((image_size - 2) // 2) ** 2, 256)
-        self.dropout2 = nn.Dropout(0.5)
+        self.dropout2 = nn.Dropout(dropout_dense)
         self.out = nn.Linear(256, num_classes)
         if init == "keras":
             for layer in (self.conv, self.dense, self.out):
@@ -45,6 +59,11 @@ class SeedCNN(nn.Module):
                 nn.init.zeros_(layer.bias)
         if channels_last:
             self.conv.to(memory_format=torch.channels_last)
+            # DDP builds its gradient buckets with the weight's (channels_last) strides; a GPU's conv backward
+            # returns the gradient with contiguous ones, and DDP then copies it every step ("Grad strides do
+            # not match bucket view strides"). Handing autograd the gradient in the weight's own strides keeps
+            # them equal; the values, and so every number, are the same.
+            self.conv.weight.register_hook(_in_layout_of(self.conv.weight))
 
     @staticmethod
     def prepare(images: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,12 @@
-"""The LightningModule: one optimizer step per batch, metrics summed on the device.
+"""The LightningModule: one optimizer step per batch, exact per-epoch metrics, divergence caught early.
 
 Manual optimisation keeps the step explicit: a batch larger than ``micro_batch_size`` (full-batch
 GD over 60k samples) is split into chunks whose gradients are accumulated with weight
 ``len(chunk)/len(batch)``, so the step is the exact full-batch gradient while only one chunk's
 activations are alive at a time.
+
+Loss·n, correct predictions and n are summed in float64 by torchmetrics and reduced across DDP ranks
+once per epoch, so ``val_acc`` is exactly correct/n over every sample, whatever the world size.
 """
 
 from __future__ import annotations
@@ -15,17 +18,28 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.aggregation import SumMetric
+
+SPLITS = ("train", "val", "test")
 
 
 class DivergenceError(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss, the validation loss or a parameter became NaN or infinite."""
 
-    def __init__(self, epoch: int, step: int, loss: float):
-        self.epoch, self.step, self.loss = epoch, step, loss
+    def __init__(self, epoch: int, step: int, value: float, what: str = "training loss"):
+        self.epoch, self.step, self.value, self.what = epoch, step, value, what
         super().__init__(
-            f"Training diverged: loss became {loss} at epoch {epoch}, step {step}. "
+            f"Training diverged: the {what} became {value} at epoch {epoch}, step {step}. "
             "Lower optimizer.lr (or pick another optimizer) and run again."
         )
+
+
+def epoch_sums() -> MetricCollection:
+    def total() -> SumMetric:
+        return SumMetric(nan_strategy="disable").set_dtype(torch.float64)  # NaN must show, not be dropped
+
+    return MetricCollection({"loss": total(), "correct": total(), "count": total()}, compute_groups=False)
 
 
 class ClassifierModule(pl.LightningModule):
@@ -34,18 +48,25 @@ class ClassifierModule(pl.LightningModule):
         net: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         micro_batch_size: int | None = 4096,
+        check_finite_every_n_steps: int | None = None,
     ):
         super().__init__()
-        if micro_batch_size is not None and (not isinstance(micro_batch_size, int) or micro_batch_size <= 0):
-            raise ValueError(f"Invalid model.micro_batch_size={micro_batch_size}; give a positive integer or null.")
+        for key, value in (
+            ("micro_batch_size", micro_batch_size),
+            ("check_finite_every_n_steps", check_finite_every_n_steps),
+        ):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                raise ValueError(f"Invalid model.{key}={value!r}; give a positive integer or null.")
         self.automatic_optimization = False
         self.net = net
         self.optimizer_factory = optimizer
         self.micro_batch_size = micro_batch_size
-        self._sums: dict[str, torch.Tensor] = {}
-        self._counts: dict[str, int] = {}
+        self.check_finite_every_n_steps = check_finite_every_n_steps
+        self.sums = nn.ModuleDict({f"{split}_sums": epoch_sums() for split in SPLITS})  # "train" is taken
         self.epoch_metrics: dict[str, float] = {}
+        self._first_nonfinite: torch.Tensor | None = None  # (step, loss) of the first bad step, on the device
         self._summarized_epoch = -1
+        self._step_offset = 0
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(self.net.prepare(images))
@@ -61,54 +82,71 @@ class ClassifierModule(pl.LightningModule):
     def configure_optimizers(self):
         return self.optimizer_factory(self.parameters())
 
-    # -- per-epoch sums of loss·n, correct and n: on the device, reduced across ranks once per epoch --
-    def _reset(self, split: str) -> None:
-        self._sums[split] = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss·n, correct
-        self._counts[split] = 0
-
+    # -- metrics -----------------------------------------------------------------------------
     def _accumulate(self, split: str, loss_sum: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        sums = self._sums[split]
-        sums[0] += loss_sum.detach()
-        sums[1] += (logits.argmax(1) == y).sum()
-        self._counts[split] += len(y)
+        sums = self.sums[f"{split}_sums"]
+        sums["loss"].update(loss_sum.detach())
+        sums["correct"].update((logits.argmax(1) == y).sum())
+        sums["count"].update(len(y))
 
-    def reduce(self, split: str) -> dict[str, float]:
-        """Exact loss and accuracy over every sample all ranks saw (call on every rank)."""
-        sums = torch.cat([self._sums[split], self._sums[split].new_tensor([self._counts[split]])])
-        if self.trainer.world_size > 1:
-            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        loss, correct, n = sums.tolist()
-        return {f"{split}_loss": loss / n, f"{split}_acc": correct / n} if n else {}
+    def _publish(self, split: str) -> None:
+        """Reduce a split's sums over all ranks (collective), keep them for tracking, show them on the bar."""
+        sums = self.sums[f"{split}_sums"]
+        if sums["count"].update_count == 0:
+            return
+        loss, correct, n = (sums[k].compute().item() for k in ("loss", "correct", "count"))
+        sums.reset()
+        metrics = {f"{split}_loss": loss / n, f"{split}_acc": correct / n}
+        self.epoch_metrics.update(metrics)
+        self.log_dict(metrics, prog_bar=True, logger=False, rank_zero_only=True)
 
-    def on_train_epoch_start(self) -> None:
-        self._reset("train")
+    # -- divergence: recorded on the device, read every N steps (1 on CPU, where reads are free) --
+    def _watch(self, step_loss: torch.Tensor) -> None:
+        if self._first_nonfinite is None:
+            self._first_nonfinite = torch.full((2,), math.nan, dtype=torch.float64, device=step_loss.device)
+            self._step = torch.zeros((), dtype=torch.float64, device=step_loss.device)
+        self._step += 1
+        first = self._first_nonfinite
+        take = ~torch.isfinite(step_loss) & torch.isnan(first[0])
+        self._first_nonfinite = torch.where(take, torch.stack([self._step, step_loss.double()]), first)
+        every = self.check_finite_every_n_steps or (1 if step_loss.device.type == "cpu" else 100)
+        if (self.global_step + 1) % every == 0:
+            self.raise_if_diverged()
 
+    def raise_if_diverged(self) -> None:
+        if self._first_nonfinite is not None:
+            step, loss = self._first_nonfinite.tolist()
+            if not math.isnan(step):
+                raise DivergenceError(self.current_epoch + 1, self._step_offset + int(step), loss)
+        if not all(torch.isfinite(p).all() for p in self.parameters()):
+            raise DivergenceError(self.current_epoch + 1, self.global_step, math.inf, "value of a parameter")
+        val_loss = self.epoch_metrics.get("val_loss")
+        if val_loss is not None and not math.isfinite(val_loss):
+            raise DivergenceError(self.current_epoch + 1, self.global_step, val_loss, "validation loss")
+
+    def on_train_start(self) -> None:
+        self._step_offset = self.global_step  # steps done before a resume
+        self._first_nonfinite = None
+
+    # -- loops ---------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         images, labels = batch
         opt = self.optimizers()
         opt.zero_grad(set_to_none=True)
         n = len(labels)
         chunk = self.micro_batch_size or n
-        loss_total = 0.0
+        step_loss = 0.0
         for x, y in zip(images.split(chunk), labels.split(chunk), strict=True):
             logits = self(x)
             loss_sum = F.cross_entropy(logits, y, reduction="sum")
             self.manual_backward(loss_sum / n)
             self._accumulate("train", loss_sum, logits, y)
-            loss_total += loss_sum.item()  # a host read per chunk: free on CPU, one sync per step on GPU
-        loss = loss_total / n
-        if not math.isfinite(loss):
-            raise DivergenceError(self.current_epoch + 1, self.global_step + 1, loss)
+            step_loss = loss_sum.detach() + step_loss
+        self._watch(step_loss / n)
         opt.step()
-
-    def on_validation_epoch_start(self) -> None:
-        self._reset("val")
 
     def validation_step(self, batch, batch_idx):
         self._eval_step("val", batch)
-
-    def on_test_epoch_start(self) -> None:
-        self._reset("test")
 
     def test_step(self, batch, batch_idx):
         self._eval_step("test", batch)
@@ -118,12 +156,6 @@ class ClassifierModule(pl.LightningModule):
         logits = self(images)
         self._accumulate(split, F.cross_entropy(logits, labels, reduction="sum"), logits, labels)
 
-    def _publish(self, split: str) -> None:
-        """Reduce a split's sums, keep them for tracking, and show them on the progress bar."""
-        metrics = self.reduce(split)
-        self.epoch_metrics.update(metrics)
-        self.log_dict(metrics, prog_bar=True, logger=False, rank_zero_only=True)
-
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             self._publish("val")
@@ -132,10 +164,15 @@ class ClassifierModule(pl.LightningModule):
         self._publish("test")
 
     def epoch_summary(self) -> dict[str, float]:
-        """This epoch's train and val metrics; reduces the train sums once (collective: all ranks call it)."""
+        """This epoch's train and val metrics, checked for divergence (collective: every rank calls it).
+
+        The tracking callback calls it before this module's own ``on_train_epoch_end`` (Lightning runs
+        callbacks first); the train sums are reduced once per epoch either way.
+        """
         if self._summarized_epoch != self.current_epoch:
-            self._publish("train")
             self._summarized_epoch = self.current_epoch
+            self._publish("train")
+            self.raise_if_diverged()
         return dict(self.epoch_metrics)
 
     def on_train_epoch_end(self) -> None:

@@ -1,4 +1,4 @@
-"""Where a run came from: code version, environment and the exact config, as MLflow tags."""
+"""Where a run came from: code version, packages, environment, device and the Hydra command, as MLflow tags."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
 
 PACKAGES = ("torch", "torchvision", "pytorch-lightning", "hydra-core", "mlflow", "optbench")
 
@@ -47,12 +50,56 @@ def environment() -> dict[str, str]:
     return {"platform": platform.platform(), "python_executable": sys.executable}
 
 
+def cpu_model() -> str:
+    """The CPU's model name (what decides its float kernels), e.g. "AMD EPYC 9654 96-Core Processor"."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device(root: torch.device, world_size: int = 1) -> dict[str, str]:
-    """What the run trained on: device type and name, processes, CPU threads."""
-    name = torch.cuda.get_device_name(root) if root.type == "cuda" else (platform.processor() or platform.machine())
+    """What the run trains on: device type and name, CPU, processes, CPU threads."""
+    cuda = root.type == "cuda" and torch.cuda.is_available()
+    name = torch.cuda.get_device_name(root) if cuda else platform.machine()
     return {
         "device": f"{root.type} ({name})",
+        "cpu_model": cpu_model(),
         "world_size": str(world_size),
         "torch_threads": str(torch.get_num_threads()),
         "cpu_count": str(os.cpu_count()),
     }
+
+
+def hydra_context(cfg: DictConfig, hydra: DictConfig | None = None) -> dict[str, str]:
+    """Sweep id and overrides of the Hydra job (``hydra``: its config; default: the job running now)."""
+    info = {"sweep_id": cfg.sweep_id} if cfg.get("sweep_id") else {}
+    if hydra is None and not HydraConfig.initialized():
+        return info
+    hc = hydra.hydra if hydra is not None else HydraConfig.get()
+    info["hydra_overrides"] = " ".join(hc.overrides.task)
+    if hc.mode == RunMode.MULTIRUN:
+        info.setdefault("sweep_id", Path(hc.sweep.dir).parent.name + "_" + Path(hc.sweep.dir).name)
+        info["sweep_job"] = str(hc.job.num)
+    return info
+
+
+def run_tags(cfg: DictConfig, hydra: DictConfig | None = None) -> dict[str, str]:
+    """The tags a run is created with: what it is (optimizer, label, data, seed) and where it came from."""
+    tags = {
+        "optimizer": cfg.optimizer.name,
+        "preset": cfg.optimizer.get("preset"),
+        "label": cfg.label,
+        "data": cfg.data.name,
+        "seed": cfg.seed,
+        **hydra_context(cfg, hydra),
+        **git_state(),
+        **versions(),
+        **environment(),
+    }
+    if "git_commit" in tags:
+        tags["mlflow.source.git.commit"] = tags["git_commit"]
+    return {k: str(v) for k, v in tags.items() if v is not None}

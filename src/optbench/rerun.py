@@ -1,153 +1,186 @@
-"""Rerun a tracked run from its id (or a Hydra output folder) and check it gives the same numbers.
+"""Rerun a tracked run and say honestly whether it gave the same numbers.
 
-    optbench-rerun RUN_ID [key=value ...]        # python -m optbench.rerun works too
-    optbench-rerun outputs/2026-11-24/10-00-00 [key=value ...]
-
-The config is the run's logged ``config.yaml`` (or the folder's ``.hydra/config.yaml``), with
-``key=value`` overrides applied. Before training it warns when the code commit or the dataset's
-digest differ from the original's; after, it compares every per-epoch metric and logs the verdict
-on the new run (tagged ``rerun_of``). Exit status: 0 when all match, 3 when some differ.
+Before training, the run's config is rebuilt from this checkout (``restore``) with every setting that
+changes numbers (thread count, deterministic kernels, effective hyperparameters), and the differences of
+environment that can still change them (torch version, device, CPU, threads) are listed. After training,
+the epochs the original completed are compared value by value: "identical", "within float tolerance" or
+"differs"; a run with nothing to compare is never called a match.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
+import os
+import re
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-from hydra.utils import instantiate
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from . import provenance
-from .tracking import default_tracking_uri, get_run, logged_config
-from .train import RUN_RECORD, quiet_libraries, train
+from . import config, provenance, restore, store
+from .jobs import RECORD
 
 COMPARED = ("train_loss", "train_acc", "val_loss", "val_acc")
-# On CPU the same seed gives bit-identical numbers; GPU kernels may reorder float sums.
-GPU_RTOL = 1e-4
+FAILURE_METRICS = ("diverged_epoch", "diverged_step")
+RTOL = 1e-4  # another device, CPU or thread count reorders float sums: "within float tolerance"
 
 
-class RerunError(RuntimeError):
+class RerunError(ValueError):
     pass
 
 
-def warn(message: str) -> None:
-    print(f"WARNING: {message}", file=sys.stderr, flush=True)
+@dataclass
+class Verdict:
+    rows: list[dict]
+    text: str  # identical | within float tolerance | differs | nothing to compare
+    match: bool
+
+
+def load(source: str, client: mlflow.MlflowClient, local: DictConfig) -> tuple[DictConfig, mlflow.entities.Run | None]:
+    """The config to rerun (rebuilt here) and, when known, the original run."""
+    folder = Path(source)
+    if folder.is_dir():
+        if not (folder / ".hydra" / "config.yaml").is_file():
+            raise RerunError(f"{folder} is not a Hydra output folder: {folder / '.hydra' / 'config.yaml'} is missing.")
+        cfg = restore.from_folder(folder, local)
+        record = folder / RECORD
+        run_id = json.loads(record.read_text()).get("run_id") if record.is_file() else None
+        if run_id is not None and not re.fullmatch(restore.RUN_ID, str(run_id)):
+            raise RerunError(f"{record} names no valid run id ({run_id!r}).")
+        return cfg, store.get_run(client, run_id) if run_id else None
+    original = store.get_run(client, source)
+    with tempfile.TemporaryDirectory(prefix="optbench-rerun-") as tmp:
+        stored = restore.logged_config(client, source, Path(tmp))
+    return restore.rebuild(stored, local, f"run {source}'s logged config"), original
 
 
 def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """``key=value`` on the resolved config. Group switches (``optimizer=sgd``) need a new run instead."""
+    """``key=value`` on existing keys only; a group switch (``optimizer=sgd``) is a new run instead."""
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise RerunError(f"Override {item!r} is not of the form key=value.")
-        if OmegaConf.is_dict(OmegaConf.select(cfg, key.lstrip("+"))):
+        try:
+            override = OverridesParser.create().parse_overrides([item])[0]
+        except HydraException as err:
+            raise RerunError(f"Override {item!r} does not parse: {str(err).splitlines()[0]}") from None
+        key, value = override.key_or_group, override.value()
+        if key in config.GROUPS or OmegaConf.is_dict(OmegaConf.select(cfg, key)):
             raise RerunError(
                 f"{item!r} switches a whole config group; a rerun changes values only "
                 f"(e.g. {key}.lr=0.01). For another {key}, start a new run with optbench-train."
             )
-        cfg.merge_with(OmegaConf.from_dotlist([item.lstrip("+")]))
+        if override.is_sweep_override() or "${" in item:
+            raise RerunError(f"{item!r} is not a single plain value.")
+        if OmegaConf.select(cfg, key, default="<missing>") == "<missing>":
+            raise RerunError(f"{item!r}: this run's config has no key {key}.")
+        OmegaConf.update(cfg, key, value, merge=False)
     return cfg
 
 
-def load_source(source: str, client: mlflow.MlflowClient) -> tuple[DictConfig, mlflow.entities.Run | None]:
-    """The config to rerun and, when known, the original run."""
-    folder = Path(source)
-    if folder.is_dir():
-        config_file = folder / ".hydra" / "config.yaml"
-        if not config_file.exists():
-            raise RerunError(f"{folder} is not a Hydra output folder: {config_file} is missing.")
-        record = folder / RUN_RECORD
-        original = get_run(client, json.loads(record.read_text())["run_id"]) if record.exists() else None
-        return OmegaConf.load(config_file), original
-    return logged_config(client, source), get_run(client, source)
-
-
-def check_provenance(cfg: DictConfig, original: mlflow.entities.Run) -> list[str]:
-    """Warn about what differs from the original before spending time on training."""
-    tags = original.data.tags
-    warnings = []
-    now = provenance.git_state()
-    if tags.get("git_commit") and now.get("git_commit") != tags["git_commit"]:
-        warnings.append(
-            f"code commit differs: original {tags['git_commit'][:10]}, now {now.get('git_commit', '?')[:10]}"
-        )
+def environment_differences(original: mlflow.entities.Run, cfg: DictConfig) -> list[str]:
+    """What differs from the original's machine that can change numbers (code, data, torch, device, CPU, threads)."""
+    was = original.data.tags
+    now = {**provenance.versions(), **provenance.git_state(), **provenance.device(config.device_of(cfg))}
+    now["torch_threads"] = str(cfg.threads)
+    out = []
+    for tag, what in (
+        ("git_commit", "code commit"),
+        ("version.torch", "torch version"),
+        ("device", "device"),
+        ("cpu_model", "CPU"),
+        ("torch_threads", "threads"),
+    ):
+        if was.get(tag) and now.get(tag) and was[tag] != now[tag]:
+            out.append(f"{what}: original {was[tag]}, now {now[tag]}")
     if now.get("git_dirty") == "true":
-        warnings.append("the working tree has uncommitted changes")
-    datamodule = instantiate(cfg.data)
-    datamodule.setup()
-    if tags.get("dataset_digest") and datamodule.digest != tags["dataset_digest"]:
-        warnings.append(
-            f"dataset digest differs: original {tags['dataset_digest']}, now {datamodule.digest} "
-            f"(files under {datamodule.raw} changed)"
+        out.append("the working tree has uncommitted changes")
+    return out
+
+
+def dataset_difference(original: mlflow.entities.Run, datamodule) -> str | None:
+    digest = original.data.tags.get("dataset_digest")
+    if digest and datamodule.digest != digest:
+        return (
+            f"dataset digest differs: original {digest}, now {datamodule.digest} (files under {datamodule.raw} changed)"
         )
-    for w in warnings:
-        warn(w)
-    return warnings
+    return None
 
 
-def compare_histories(client: mlflow.MlflowClient, original_id: str, new_id: str, rtol: float) -> list[dict]:
+def compare(client: mlflow.MlflowClient, original: mlflow.entities.Run, new_id: str) -> Verdict:
+    """The original's completed epochs (and, for a diverged run, where it diverged) against the rerun's."""
+    names = COMPARED + tuple(m for m in FAILURE_METRICS if m in original.data.metrics)
     rows = []
-    for metric in COMPARED:
-        old = {m.step: m.value for m in client.get_metric_history(original_id, metric)}
+    for metric in names:
+        old = {m.step: m.value for m in client.get_metric_history(original.info.run_id, metric)}
         new = {m.step: m.value for m in client.get_metric_history(new_id, metric)}
-        for epoch in sorted(old.keys() | new.keys()):
-            a, b = old.get(epoch), new.get(epoch)
-            same = a is not None and b is not None and (a == b if rtol == 0 else math.isclose(a, b, rel_tol=rtol))
-            rows.append({"metric": metric, "epoch": epoch, "original": a, "rerun": b, "match": same})
-    return rows
+        for epoch in sorted(old):
+            a, b = old[epoch], new.get(epoch)
+            same = (
+                "identical" if a == b else "close" if b is not None and math.isclose(a, b, rel_tol=RTOL) else "differs"
+            )
+            rows.append({"metric": metric, "epoch": epoch, "original": a, "rerun": b, "result": same})
+    results = {r["result"] for r in rows}
+    if not rows:
+        return Verdict(rows, "nothing to compare", False)
+    if results == {"identical"}:
+        return Verdict(rows, "identical", True)
+    if "differs" not in results:
+        return Verdict(rows, f"within float tolerance (rtol {RTOL:g})", True)
+    return Verdict(rows, "differs", False)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="optbench-rerun", description=__doc__.splitlines()[0])
-    parser.add_argument("source", help="an MLflow run id, or a Hydra output folder")
-    parser.add_argument("overrides", nargs="*", help="key=value changes to the logged config")
-    parser.add_argument(
-        "--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db"
-    )
-    args = parser.parse_args(argv)
-    quiet_libraries()
-    client = mlflow.MlflowClient(args.tracking_uri or default_tracking_uri())
-    try:
-        cfg, original = load_source(args.source, client)
-        cfg = apply_overrides(cfg, args.overrides)
-        if args.tracking_uri and "logger" in cfg:
-            cfg.logger.tracking_uri = args.tracking_uri
-        warnings = check_provenance(cfg, original) if original else []
-    except (RerunError, LookupError, ValueError) as err:
-        print(f"optbench-rerun: {err}", file=sys.stderr)
-        return 2
-    original_id = original.info.run_id if original else None
-    tags = {"rerun_of": original_id or str(Path(args.source).resolve()), "rerun_overrides": " ".join(args.overrides)}
-    if warnings:
-        tags["rerun_warnings"] = "; ".join(warnings)
+def _tracking_uri(source: str, given: str | None) -> str:
+    """--tracking-uri, else MLFLOW_TRACKING_URI, else (for a Hydra folder) the store its run was logged to."""
+    if given:
+        return given
+    folder = Path(source) / ".hydra" / "config.yaml"
+    logged = None
+    if "MLFLOW_TRACKING_URI" not in os.environ and folder.is_file():
+        logged = (restore.read_yaml(folder, str(folder)) or {}).get("logger", {}).get("tracking_uri")
+    return logged if isinstance(logged, str) and "${" not in logged else store.default_tracking_uri()
+
+
+def rerun(source: str, overrides: list[str], tracking_uri: str | None = None) -> int:
+    """Rerun ``source`` (a run id or a Hydra output folder) here; print and log the verdict; return 0 or 3."""
+    from . import pipeline  # the training stack, only once the arguments are known to be good
+
+    uri = _tracking_uri(source, tracking_uri)
+    client = store.open_existing(uri)
+    local = config.compose(f"logger.tracking_uri={uri}")
+    cfg, original = load(source, client, local)
+    cfg = apply_overrides(cfg, overrides)
+    warnings = environment_differences(original, cfg) if original else []
+    if original is not None and cfg.get("data") is not None:
+        datamodule = config.instantiate_group(cfg, "data")
+        datamodule.setup()
+        warnings += [w for w in [dataset_difference(original, datamodule)] if w]
+    for warning in warnings:
+        print(f"WARNING: {warning}", file=sys.stderr, flush=True)
+    if original is not None and not warnings:
+        print("optbench-rerun: same code, torch, device, CPU, threads and data as the original", flush=True)
+    tags = {"rerun_of": original.info.run_id if original else str(Path(source).resolve())}
+    tags.update(rerun_overrides=" ".join(overrides), **({"rerun_warnings": "; ".join(warnings)} if warnings else {}))
     name = f"{original.info.run_name if original else cfg.run_name}-rerun"
-    result = train(cfg, extra_tags=tags, run_name=name)
+    result = pipeline.run(cfg, run_name=name, tags=tags)
     if original is None or result.run_id is None:
-        print("optbench-rerun: no original run to compare with; the new run is", result.run_id)
+        print(f"optbench-rerun: no original run to compare with; the new run is {result.run_id}")
         return 0
-    new = client.get_run(result.run_id)
-    rtol = GPU_RTOL if new.data.tags.get("device", "").startswith("cuda") else 0.0
-    rows = compare_histories(client, original_id, result.run_id, rtol)
-    mismatched = [r for r in rows if not r["match"]]
-    rule = "exactly (CPU)" if rtol == 0 else f"within rtol={rtol} (GPU)"
-    for r in rows:
-        mark = "same" if r["match"] else "DIFFERS"
+    verdict = compare(client, original, result.run_id)
+    for r in verdict.rows:
         print(
-            f"  {r['metric']:<11} epoch {r['epoch']:>3}: original {r['original']!r:<22} rerun {r['rerun']!r:<22} {mark}"
+            f"  {r['metric']:<14} epoch {r['epoch']:>3}: original {r['original']!r:<22} rerun {r['rerun']!r:<22} {r['result']}"
         )
-    verdict = "all per-epoch metrics match" if not mismatched else f"{len(mismatched)} of {len(rows)} values differ"
-    if mismatched and args.overrides:
-        verdict += f" (expected: overrides {' '.join(args.overrides)})"
-    print(f"optbench-rerun: {verdict} {rule}; original {original_id}, rerun {result.run_id}")
-    client.set_tag(result.run_id, "rerun_match", str(not mismatched).lower())
-    client.log_metric(result.run_id, "rerun_mismatches", len(mismatched))
-    client.log_text(result.run_id, json.dumps(rows, indent=1), "rerun_comparison.json")
-    return 0 if not mismatched else 3
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    expected = f" (expected: overrides {' '.join(overrides)})" if overrides and not verdict.match else ""
+    print(
+        f"optbench-rerun: {verdict.text}{expected}: {len(verdict.rows)} per-epoch values compared; "
+        f"original {original.info.run_id} ({original.info.status}), rerun {result.run_id} ({result.status})"
+    )
+    client.set_tag(result.run_id, "rerun_match", str(verdict.match).lower())
+    client.set_tag(result.run_id, "rerun_verdict", verdict.text)
+    client.log_metric(result.run_id, "rerun_mismatches", sum(r["result"] != "identical" for r in verdict.rows))
+    client.log_text(result.run_id, json.dumps(verdict.rows, indent=1), "rerun_comparison.json")
+    return 0 if verdict.match else 3

@@ -1,4 +1,8 @@
-"""Process settings that change speed, never results: CPU threads and the C allocator.
+"""Process settings of a run: CPU threads, deterministic kernels and the C allocator.
+
+The thread count can change the last bits of a result (a matrix product split over more threads
+sums in another order), so it is part of the run's record and a rerun restores it; the allocator
+setting changes speed only.
 
 glibc serves large blocks with ``mmap`` and hands freed heap back to the OS, so on CPU the
 tensors of every step (the max-pool backward's 5.5 MB buffer, activations, Adam's temporaries)
@@ -10,8 +14,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import os
 import sys
+import warnings
 
 import torch
 
@@ -40,9 +46,27 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
-def configure(threads: int | None = None, malloc_tuning: bool = True, processes_per_node: int = 1) -> dict[str, str]:
-    """Apply the settings; return what was set that the run's tags would not show otherwise."""
+def configure(
+    threads: int | None = None, deterministic: bool = True, malloc_tuning: bool = True, processes_per_node: int = 1
+) -> tuple[int, bool]:
+    """Apply the settings; return the thread count used and whether the allocator setting took effect."""
     threads = threads or max(1, usable_cores() // max(1, processes_per_node))
     torch.set_num_threads(threads)
-    tuned = keep_freed_memory() if malloc_tuning else False
-    return {"malloc_tuning": str(tuned).lower()}
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    return threads, keep_freed_memory() if malloc_tuning else False
+
+
+def quiet_libraries() -> None:
+    """Drop start-up chatter (device banners, ads, an upstream deprecation) that hides our own output."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    for name in ("mlflow.store.db.utils", "mlflow.system_metrics", "pytorch_lightning.trainer.connectors"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("pytorch_lightning.loggers.mlflow").setLevel(logging.ERROR)  # "Creating experiment"
+    for message in (
+        r".*isinstance\(treespec, LeafSpec\)",
+        r"The number of training batches .* is smaller than the logging interval",
+        r"It is recommended to use `self.log\(.*sync_dist=True\)`",  # our epoch metrics are reduced already
+        r"torch.distributed.nn.functional.all_gather is deprecated",
+    ):
+        warnings.filterwarnings("ignore", message=message)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -1,114 +1,147 @@
 """Tuned comparison: the same Optuna budget for every optimizer, then seeds of the best setting.
 
-    optbench-tune [--optimizers sgd,adam,...] [--trials 10] [--seeds 3] [--epochs 10] [--subset N]
+For each optimizer, ``trials`` Optuna trials over the search space kept in its ``conf/optimizer`` file
+(the strings Hydra's Optuna sweeper reads), each a complete optbench run scored on held-out *training*
+data (``experiment=tuned``: ``data.val_split=10000``, never the test set). The best parameters go on a
+``tuning-<optimizer>`` run; then the best setting (label ``<optimizer>-tuned``) and the defaults are
+trained with the same seeds and validated on the test set.
 
-For each optimizer: an Optuna sweep (``experiment=tuned``) over the search space kept in its
-``conf/optimizer`` file, scored on a held-out slice of the training set; the best parameters are
-logged on a ``tuning-<optimizer>`` summary run; then the best setting (label ``<optimizer>-tuned``)
-and the defaults (label ``<optimizer>``) are trained with the same seeds and validated on the test
-set. The closing table shows both side by side.
+The trials of one optimizer can be shared by N workers, processes on one or many machines, through one
+Optuna study in an RDB storage (SQLite, PostgreSQL). Worker k of N runs exactly its share of the budget
+(``trials // N``, one more for ``k < trials % N``), so the budget is exact whatever the timing; each worker
+samples with its own seed, and TPE sees every finished trial of the study.
 """
 
 from __future__ import annotations
 
-import argparse
-import subprocess
-import sys
 import time
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import mlflow
-import yaml
-from hydra import compose, initialize_config_dir
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
 from mlflow.entities import Metric, Param, RunTag
+from optuna.trial import TrialState
 
-from . import compare
-from .tracking import default_tracking_uri, get_or_create_experiment, prepare_store
-from .train import CONFIG_DIR
+from . import config, pipeline, store
+from .compare.query import SUMMARY_TAG
 
-DEFAULT_OPTIMIZERS = "sgd,sgd_momentum,adagrad,rmsprop,adadelta,adam"
-
-
-def search_space(optimizer: str) -> dict[str, str]:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"optimizer={optimizer}"])
-    return dict(cfg.optimizer.get("search_space") or {})
+DEFAULT_OPTIMIZERS = ("sgd", "sgd_momentum", "adagrad", "rmsprop", "adadelta", "adam")
+DONE = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 
 
-def train_cli(*overrides: str) -> None:
-    cmd = [sys.executable, "-m", "optbench.train", "-m", *overrides]
-    print("$ optbench-train " + " ".join(cmd[4:]), flush=True)
-    if subprocess.run(cmd).returncode != 0:
-        raise SystemExit(f"optbench-tune: a training sweep failed: {' '.join(cmd[3:])}")
+@dataclass
+class Plan:
+    sweep: str
+    uri: str
+    optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
+    trials: int = 10
+    seeds: int = 3
+    epochs: int = 10
+    subset: int | None = None
+    experiment: str = "optbench"
+    storage: str | None = None  # an Optuna RDB URL shared by the workers; None: in memory (one worker)
+    workers: int = 1
+    seed: int = 42
+    extra: list[str] = field(default_factory=list)  # further overrides of every run
+    studies: dict[str, optuna.Study] = field(default_factory=dict, repr=False)  # in-memory ones, by optimizer
+
+    def share(self, worker: int) -> int:
+        """Trials worker ``worker`` of ``workers`` runs: together exactly ``trials``."""
+        return self.trials // self.workers + (worker < self.trials % self.workers)
+
+    def overrides(self) -> list[str]:
+        return [
+            f"trainer.max_epochs={self.epochs}",
+            f"logger.tracking_uri={self.uri}",
+            f"logger.experiment_name={self.experiment}",
+            "trainer.enable_progress_bar=false",
+            *([f"data.subset={self.subset}"] if self.subset else []),
+            *self.extra,
+        ]
 
 
-def log_best(uri: str, experiment: str, sweep: str, optimizer: str, results: dict, trials: int) -> str:
-    client = mlflow.MlflowClient(uri)
+def search_space(optimizer: str) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The optimizer's ``search_space`` (Hydra sweep syntax, as the Optuna sweeper reads it) as distributions."""
+    space = config.compose(f"optimizer={optimizer}").optimizer.get("search_space") or {}
+    if not space:
+        raise config.ConfigError(f"conf/optimizer/{optimizer}.yaml has no search_space to tune.")
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in space.items()])
+    return {o.key_or_group: create_optuna_distribution_from_override(o) for o in parsed}
+
+
+def study(plan: Plan, optimizer: str, worker: int = 0) -> optuna.Study:
+    if plan.storage is None and optimizer in plan.studies:
+        return plan.studies[optimizer]
+    storage = plan.storage
+    if storage and storage.startswith("sqlite"):  # concurrent workers wait for SQLite's lock instead of failing
+        storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 120}})
+    created = optuna.create_study(
+        study_name=f"{plan.sweep}-{optimizer}",
+        storage=storage,
+        load_if_exists=True,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=plan.seed + 1000 * worker),
+    )
+    if plan.storage is None:
+        plan.studies[optimizer] = created
+    return created
+
+
+def search(plan: Plan, optimizer: str, worker: int = 0) -> None:
+    """Run worker ``worker``'s share of ``optimizer``'s trials; each trial is a tracked run."""
+    space, shared = search_space(optimizer), study(plan, optimizer, worker)
+    for _ in range(plan.share(worker)):
+        trial = shared.ask(space)
+        params = [f"{k}={v}" for k, v in trial.params.items()]
+        cfg = config.compose(
+            "experiment=tuned", f"optimizer={optimizer}", f"sweep_id={plan.sweep}-search", *plan.overrides(), *params
+        )
+        result = pipeline.run(cfg, tags={"optuna_trial": str(trial.number), "optuna_worker": str(worker)})
+        value = float(result)
+        if result.status == "FINISHED" and value == value:
+            shared.tell(trial, value)
+        else:
+            shared.tell(trial, state=TrialState.FAIL)
+
+
+def wait_for_budget(plan: Plan, optimizer: str, timeout_s: float = 7 * 24 * 3600) -> optuna.Study:
+    """The study once all ``plan.trials`` trials have ended (other workers may still be running theirs)."""
+    shared = study(plan, optimizer)
+    deadline = time.time() + timeout_s
+    while len(shared.get_trials(deepcopy=False, states=DONE)) < plan.trials:
+        if time.time() > deadline:
+            raise TimeoutError(
+                f"study {plan.sweep}-{optimizer}: the workers did not finish {plan.trials} trials in time"
+            )
+        time.sleep(5)
+    return shared
+
+
+def log_best(plan: Plan, optimizer: str, shared: optuna.Study) -> dict:
+    client = mlflow.MlflowClient(plan.uri)
+    best = shared.best_trial
+    done = shared.get_trials(deepcopy=False, states=DONE)
     run = client.create_run(
-        get_or_create_experiment(client, experiment),
+        store.get_or_create_experiment(client, plan.experiment),
         run_name=f"tuning-{optimizer}",
-        tags={compare.SUMMARY_TAG: "summary", "sweep_id": sweep, "optimizer": optimizer, "tuning_trials": str(trials)},
+        tags={SUMMARY_TAG: "summary", "sweep_id": plan.sweep, "optimizer": optimizer, "tuning_trials": str(len(done))},
     )
     client.log_batch(
         run.info.run_id,
-        metrics=[Metric("best_val_acc", results["best_value"], int(time.time() * 1000), 0)],
-        params=[Param(k, str(v)) for k, v in results["best_params"].items()],
-        tags=[RunTag("best_params", str(results["best_params"]))],
+        metrics=[Metric("best_val_acc", best.value, int(time.time() * 1000), 0)],
+        params=[Param(k, str(v)) for k, v in best.params.items()],
+        tags=[RunTag("best_params", str(best.params)), RunTag("optuna_workers", str(plan.workers))],
     )
     client.set_terminated(run.info.run_id)
-    return run.info.run_id
+    return best.params
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="optbench-tune", description=__doc__.splitlines()[0])
-    parser.add_argument("--optimizers", default=DEFAULT_OPTIMIZERS)
-    parser.add_argument("--trials", type=int, default=10, help="Optuna trials per optimizer (the same for all)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds of the best and the default setting")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--subset", type=int, default=None, help="first N samples of every split (quick look)")
-    parser.add_argument("--tracking-uri", default=None)
-    parser.add_argument("--experiment", default="optbench")
-    parser.add_argument("--sweep-id", default=None, help="tag of this comparison (default: tuned-<time>)")
-    parser.add_argument("--out", type=Path, default=Path("multirun/tune"), help="folder for the Optuna sweeps")
-    args = parser.parse_args(argv)
-    uri = prepare_store(args.tracking_uri or default_tracking_uri())
-    sweep = args.sweep_id or time.strftime("tuned-%Y%m%d-%H%M%S")
-    seeds = ",".join(str(s) for s in range(1, args.seeds + 1))
-    common = [
-        f"trainer.max_epochs={args.epochs}",
-        f"logger.tracking_uri={uri}",
-        f"logger.experiment_name={args.experiment}",
-        "trainer.enable_progress_bar=false",
-        *([f"data.subset={args.subset}"] if args.subset else []),
-    ]
-    for optimizer in args.optimizers.split(","):
-        space = search_space(optimizer)
-        if not space:
-            raise SystemExit(f"optbench-tune: conf/optimizer/{optimizer}.yaml has no search_space")
-        folder = args.out / sweep / optimizer
-        train_cli(
-            "experiment=tuned",
-            f"optimizer={optimizer}",
-            f"hydra.sweeper.n_trials={args.trials}",
-            f"hydra.sweep.dir={folder}",
-            f"sweep_id={sweep}-search",
-            *(f"{k}={v}" for k, v in space.items()),
-            *common,
-        )
-        results = yaml.safe_load((folder / "optimization_results.yaml").read_text())
-        log_best(uri, args.experiment, sweep, optimizer, results, args.trials)
-        print(
-            f"optbench-tune: {optimizer} best {results['best_params']} (val_acc {results['best_value']:.4f})",
-            flush=True,
-        )
-        best = [f"{k}={v}" for k, v in results["best_params"].items()]
-        train_cli(
-            f"optimizer={optimizer}", *best, f"label={optimizer}-tuned", f"seed={seeds}", f"sweep_id={sweep}", *common
-        )
-        train_cli(f"optimizer={optimizer}", f"seed={seeds}", f"sweep_id={sweep}", *common)
-    epochs = ",".join(str(e) for e in sorted({1, (args.epochs + 1) // 2, args.epochs}))
-    return compare.main(["--tracking-uri", uri, "--experiment", args.experiment, "--sweep", sweep, "--epochs", epochs])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def retrain(plan: Plan, optimizer: str, best: dict) -> None:
+    """The best setting and the defaults, with the same seeds, validated on the test set."""
+    common = [f"optimizer={optimizer}", f"sweep_id={plan.sweep}", *plan.overrides()]
+    for seed in range(1, plan.seeds + 1):
+        tuned = [*(f"{k}={v}" for k, v in best.items()), f"label={optimizer}-tuned"]
+        pipeline.run(config.compose(*common, *tuned, f"seed={seed}"))
+        pipeline.run(config.compose(*common, f"seed={seed}"))

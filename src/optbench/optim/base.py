@@ -20,11 +20,15 @@ def check(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # a hyperparameter multiplies float32 tensors: beyond this it overflows
+
+
 def check_common(lr: float, weight_decay: float, eps: float | None = None) -> None:
     check(lr >= 0.0, f"Invalid learning rate: lr={lr}; it must be >= 0 (try e.g. 1e-3).")
-    check(weight_decay >= 0.0, f"Invalid weight_decay={weight_decay}; it must be >= 0.")
+    check(lr <= FLOAT32_MAX, f"Invalid learning rate: lr={lr}; it must be a finite number at most {FLOAT32_MAX:.3g}.")
+    check(0.0 <= weight_decay <= FLOAT32_MAX, f"Invalid weight_decay={weight_decay}; it must be >= 0 and finite.")
     if eps is not None:
-        check(eps > 0.0, f"Invalid epsilon: eps={eps}; it must be > 0 (try e.g. 1e-8).")
+        check(0.0 < eps <= FLOAT32_MAX, f"Invalid epsilon: eps={eps}; it must be > 0 and finite (try e.g. 1e-8).")
 
 
 class BaseOptimizer(Optimizer):
@@ -54,7 +58,11 @@ class BaseOptimizer(Optimizer):
         raise NotImplementedError
 
     @staticmethod
-    def _foreach_allowed(params: list[torch.Tensor]) -> bool:
+    def uses_foreach(group: dict, params: list[torch.Tensor] | None = None) -> bool:
+        """Whether ``group`` takes the multi-tensor path (``foreach=None``: when its tensors allow it)."""
+        if group["foreach"] is not None:
+            return group["foreach"]
+        params = params or group["params"]
         first = params[0]
         return all(p.device == first.device and p.dtype == first.dtype for p in params)
 
@@ -79,10 +87,7 @@ class BaseOptimizer(Optimizer):
                 state["step"] += 1
                 states.append(state)
             grads = [p.grad for p in params]
-            foreach = group["foreach"]
-            if foreach is None:
-                foreach = self._foreach_allowed(params)
-            if foreach:
+            if self.uses_foreach(group, params):
                 self._update_foreach(group, params, grads, states)
             else:
                 for p, g, s in zip(params, grads, states, strict=True):

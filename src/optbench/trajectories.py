@@ -1,26 +1,17 @@
-"""Optimizer paths on 2-D test functions: ``optbench-paths [--out DIR]``.
-
-Runs the project's own optimizers from one start point on a bowl, an ill-conditioned valley,
-Rosenbrock's banana and a saddle, and draws their trajectories on the contour plot — the ball
-rolling into the bowl, SGD's zig-zag across the valley against momentum's smoother path. Figures
-are saved as ``DIR/paths_<function>.png`` and logged to MLflow on a ``paths`` run.
+"""Optimizer trajectories on 2-D test functions: the project's own optimizers from one start point on a
+bowl, an ill-conditioned valley, Rosenbrock's banana and a saddle, drawn on the contour plot — the ball
+rolling into the bowl, SGD's zig-zag across the valley against momentum's smoother path.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-import mlflow
 import numpy as np
 import torch
 
 from . import optim
-from .compare import SUMMARY_TAG
-from .tracking import default_tracking_uri, get_or_create_experiment, prepare_store
 
 
 @dataclass(frozen=True)
@@ -93,7 +84,7 @@ def trajectory(optimizer: str, fn: TestFunction) -> np.ndarray:
     return torch.stack(path).numpy()
 
 
-def draw(fn: TestFunction, paths: dict[str, np.ndarray]):
+def draw(fn: TestFunction, trajectories: dict[str, np.ndarray]):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,7 +99,7 @@ def draw(fn: TestFunction, paths: dict[str, np.ndarray]):
         ax.contour(xs, ys, zs, levels=np.unique(levels), cmap="Greys", linewidths=0.6)
     else:
         ax.contour(xs, ys, zs, levels=25, cmap="Greys", linewidths=0.6)
-    for name, path in paths.items():
+    for name, path in trajectories.items():
         clipped = path[(path[:, 0] >= x0) & (path[:, 0] <= x1) & (path[:, 1] >= y0) & (path[:, 1] <= y1)]
         ax.plot(
             clipped[:, 0], clipped[:, 1], marker=".", markersize=3, linewidth=1.2, label=f"{name} (lr {fn.lr[name]:g})"
@@ -122,39 +113,3 @@ def draw(fn: TestFunction, paths: dict[str, np.ndarray]):
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     return fig
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="optbench-paths", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("reports/paths"))
-    parser.add_argument("--functions", default=",".join(FUNCTIONS))
-    parser.add_argument("--optimizers", default=",".join(optim.OPTIMIZERS))
-    parser.add_argument("--tracking-uri", default=None)
-    parser.add_argument("--no-log", action="store_true", help="do not log the figures to MLflow")
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    client = run_id = None
-    if not args.no_log:
-        client = mlflow.MlflowClient(prepare_store(args.tracking_uri or default_tracking_uri()))
-        run_id = client.create_run(
-            get_or_create_experiment(client, "optbench"), run_name="paths", tags={SUMMARY_TAG: "paths"}
-        ).info.run_id
-    for name in args.functions.split(","):
-        fn = FUNCTIONS[name]
-        paths = {o: trajectory(o, fn) for o in args.optimizers.split(",")}
-        fig = draw(fn, paths)
-        target = args.out / f"paths_{name}.png"
-        fig.savefig(target)
-        start = float(fn.f(torch.tensor(fn.start, dtype=torch.float64)))
-        finals = ", ".join(f"{o} {float(fn.f(torch.tensor(p[-1]))):.3g}" for o, p in paths.items())
-        print(f"{target}: f(start)={start:.3g}; final f: {finals}")
-        if client is not None:
-            client.log_figure(run_id, fig, f"paths_{name}.png")
-    if client is not None:
-        client.set_terminated(run_id)
-        print(f"logged to MLflow run {run_id}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

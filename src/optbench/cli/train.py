@@ -1,0 +1,52 @@
+"""``optbench-train`` (also ``python -m optbench``): compose a config with Hydra and run it; ``-m`` sweeps.
+
+Exit status: 0 when every run finished, 1 when a run failed (diverged) or was killed, 2 when a config
+could not run (the one-paragraph message names the key; no MLflow run was created).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from .. import config, jobs, pipeline, restore
+from ..data import DataError
+from ..resume import resume
+from ..store import StoreError
+
+log = logging.getLogger("optbench")
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@hydra.main(version_base="1.3", config_path=config.CONFIG_PATH, config_name="config")
+def _job(cfg: DictConfig) -> pipeline.RunResult:
+    signal.signal(signal.SIGTERM, _terminate)  # SIGTERM (e.g. a scheduler) ends the run like Ctrl-C: KILLED
+    try:
+        if cfg.get("resume"):
+            return resume(cfg, list(HydraConfig.get().overrides.task))
+        return pipeline.run(cfg)
+    except (config.ConfigError, DataError, StoreError, restore.RestoreError) as err:
+        log.error("%s", err)
+        return pipeline.RunResult(None, "INVALID", error=str(err))
+
+
+def main() -> None:
+    try:
+        config.check_overrides(sys.argv[1:])
+    except config.ConfigError as err:
+        print(f"optbench-train: {err}", file=sys.stderr)
+        sys.exit(2)
+    _job()
+    sys.exit(jobs.exit_code())
+
+
+if __name__ == "__main__":
+    main()

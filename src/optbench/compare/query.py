@@ -1,0 +1,148 @@
+"""Which tracked runs are seeds of one configuration: the query behind every comparison.
+
+Two finished runs are seeds of one row only when everything that changes results except the seed is
+equal: the optimizer and its effective hyperparameters, the preset, the data (subset and val_split
+included), the model, the epochs and batch size. A label whose runs differ in any of these splits into
+rows named by what differs. Reruns are not extra seeds (``include_reruns`` shows them as rows of their
+own), and the same configuration and seed logged twice counts once, the latest finished run.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import mlflow
+from mlflow.entities import Run, ViewType
+
+SUMMARY_TAG = "optbench.kind"  # summary, tuning and trajectory runs: not training runs
+# Params that never change results: where things are, how they are logged, speed switches.
+NOT_IDENTITY = {
+    "seed", "data.seed", "label", "run_name", "sweep_id", "resume", "threads", "malloc_tuning",
+    "deterministic", "data.root", "data.download", "data.verify", "optimizer.foreach",
+}  # fmt: skip
+NOT_IDENTITY_PREFIXES = ("logger.", "callbacks.", "optimizer.search_space.", "trainer.")
+TRAINER_IDENTITY = {
+    "trainer.max_epochs",
+    "trainer.limit_train_batches",
+    "trainer.limit_val_batches",
+    "trainer.precision",
+}
+
+
+class CompareError(RuntimeError):
+    """Nothing to compare (unknown experiment, empty selection)."""
+
+
+@dataclass
+class Group:
+    """The runs of one configuration, one per seed."""
+
+    label: str
+    data: str
+    identity: tuple[tuple[str, str], ...]
+    runs: dict[int, Run] = field(default_factory=dict)  # seed → the latest finished run
+    duplicates: list[Run] = field(default_factory=list)  # same configuration and seed, not counted
+    rerun: bool = False
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(self.runs)
+
+
+@dataclass
+class Selection:
+    groups: list[Group]
+    excluded: list[dict]  # runs that did not finish
+    reruns_hidden: int = 0
+
+
+def select_runs(
+    client: mlflow.MlflowClient, experiment: str, sweep: str | None, filter_string: str | None
+) -> list[Run]:
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = [e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+        raise CompareError(f"No experiment named {experiment!r} in this store; it has: {', '.join(names) or 'none'}.")
+    clauses = [f"tags.sweep_id = '{sweep}'"] if sweep else []
+    if filter_string:  # MLflow's filter grammar joins clauses with AND only
+        clauses.append(filter_string)
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [exp.experiment_id], " and ".join(clauses), ViewType.ACTIVE_ONLY, max_results=1000, page_token=token
+        )
+        runs.extend(r for r in page if SUMMARY_TAG not in r.data.tags)
+        token = page.token
+        if not token:
+            return runs
+
+
+def identity(run: Run) -> tuple[tuple[str, str], ...]:
+    """The params that decide a run's results, seed excepted."""
+    return tuple(
+        sorted(
+            (k, v)
+            for k, v in run.data.params.items()
+            if k not in NOT_IDENTITY and (k in TRAINER_IDENTITY or not k.startswith(NOT_IDENTITY_PREFIXES))
+        )
+    )
+
+
+def _seed(run: Run) -> int:
+    value = run.data.params.get("seed", run.data.tags.get("seed", "-1"))
+    try:
+        return int(value)
+    except ValueError:
+        return -1
+
+
+def _excluded(run: Run, label: str) -> dict:
+    reason = run.data.tags.get("failure_reason", "")
+    status = "DIVERGED" if reason == "diverged" else run.info.status
+    return {
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "label": label,
+        "status": status,
+        "reason": reason,
+    }
+
+
+def group_runs(runs: list[Run], include_reruns: bool = False) -> Selection:
+    groups: dict[tuple, Group] = {}
+    excluded, hidden = [], 0
+    for run in sorted(runs, key=lambda r: r.info.end_time or r.info.start_time or 0):
+        tags = run.data.tags
+        label = tags.get("label") or tags.get("optimizer") or run.info.run_name
+        rerun = "rerun_of" in tags
+        if rerun and not include_reruns:
+            hidden += 1
+            continue
+        if run.info.status != "FINISHED":
+            excluded.append(_excluded(run, label))
+            continue
+        key = (label, tags.get("data", "?"), identity(run), rerun)
+        group = groups.setdefault(key, Group(label, key[1], key[2], rerun=rerun))
+        seed = _seed(run)
+        if seed in group.runs:
+            group.duplicates.append(group.runs[seed])
+        group.runs[seed] = run  # sorted by end time: the latest finished wins
+    return Selection(name_groups(list(groups.values())), excluded, hidden)
+
+
+def name_groups(groups: list[Group]) -> list[Group]:
+    """Groups that share a label and data are named by the params in which they differ."""
+    by_label: dict[tuple[str, str, bool], list[Group]] = defaultdict(list)
+    for group in groups:
+        by_label[(group.label, group.data, group.rerun)].append(group)
+    for (label, _, rerun), members in by_label.items():
+        suffix = " (reruns)" if rerun else ""
+        if len(members) == 1:
+            members[0].label = label + suffix
+            continue
+        params = [dict(g.identity) for g in members]
+        differing = sorted({k for p in params for k in p if len({q.get(k) for q in params}) > 1})
+        for group, p in zip(members, params, strict=True):
+            group.label = f"{label} [{', '.join(f'{k}={p.get(k)}' for k in differing)}]{suffix}"
+    return sorted(groups, key=lambda g: (g.data, g.label))

@@ -1,0 +1,153 @@
+"""The run config: composing it from ``conf/``, checking it, building its objects, and what actually ran.
+
+Every config mistake surfaces here as one ``ConfigError`` paragraph naming the key, before any MLflow
+run exists. ``effective`` turns the composed config into the record of what ran: the preset values an
+optimizer filled in, the thread count, every interpolation resolved.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .optim import BaseOptimizer
+
+CONFIG_MODULE = "optbench.conf"
+CONFIG_PATH = f"pkg://{CONFIG_MODULE}"  # for @hydra.main: the configs shipped inside the package
+GROUPS = ("data", "model", "optimizer", "trainer", "logger", "callbacks", "experiment")
+SEED_RANGE = (0, 2**32 - 1)  # NumPy's seeds, which seed_everything sets too
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; raised before any run is created."""
+
+
+def config_dir() -> Path:
+    return Path(str(importlib.resources.files(CONFIG_MODULE)))
+
+
+def options(group: str) -> list[str]:
+    """The config names of a group (``optimizer`` → adadelta, adagrad, ...)."""
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def compose(*overrides: str, hydra: bool = False) -> DictConfig:
+    """The config ``optbench-train OVERRIDES`` would run (with the ``hydra`` node when asked).
+
+    Works inside a running Hydra app too (``resume=`` rebuilds a config there): the app's Hydra is set
+    aside while the package's own configs are composed, then put back.
+    """
+    running = GlobalHydra.instance().hydra
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra)
+    finally:
+        GlobalHydra.instance().hydra = running
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Reject a config group set to something other than a config name (``optimizer=0``, ``optimizer=[0]``).
+
+    Hydra reports most bad overrides cleanly, but these crash deep inside its defaults list.
+    """
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if "=" in o and not o.startswith("-")])
+    except HydraException:
+        return  # Hydra's own parse error message is clear
+    for override in parsed:
+        group = override.key_or_group.lstrip("+~")
+        if group not in GROUPS:
+            continue
+        try:
+            value = override.value()
+            items = list(override.sweep_iterator()) if override.is_sweep_override() else [value]
+        except (HydraException, TypeError, ValueError):
+            items = [None]
+        if override.is_delete() and not value:
+            continue
+        if not all(isinstance(v, str) for v in items):
+            raise ConfigError(
+                f"Invalid override {override.input_line!r}: {group} takes a config name ({', '.join(options(group))})."
+            )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def validate(cfg: DictConfig) -> None:
+    """The top-level values that no constructor checks."""
+    try:
+        epochs, seed, threads = cfg.trainer.get("max_epochs"), cfg.get("seed"), cfg.get("threads")
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"Invalid config: {str(err).splitlines()[0]}") from None
+    if not _is_int(epochs) or epochs < 1:
+        raise ConfigError(f"Invalid trainer.max_epochs={epochs!r}; it must be an integer >= 1 (e.g. 10).")
+    if not _is_int(seed) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ConfigError(f"Invalid seed={seed!r}; it must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}.")
+    if threads is not None and (not _is_int(threads) or threads < 1):
+        raise ConfigError(f"Invalid threads={threads!r}; give a positive integer, or null for the usable cores.")
+
+
+def instantiate_group(cfg: DictConfig, group: str, **kwargs):
+    """``instantiate(cfg[group])``, with a constructor's complaint as a ``ConfigError`` naming the group."""
+    try:
+        return instantiate(cfg[group], **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        raise ConfigError(f"Invalid {group} config: {cause}") from None
+
+
+def build(cfg: DictConfig):
+    """Data module, LightningModule and its optimizer from ``cfg``; a bad value raises ``ConfigError``."""
+    validate(cfg)
+    try:
+        datamodule = instantiate_group(cfg, "data")
+        module = instantiate_group(cfg, "model", optimizer=instantiate_group(cfg, "optimizer"))
+        try:
+            optimizer = module.configure_optimizers()
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"Invalid optimizer config: {err}") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"Invalid config: {str(err).splitlines()[0]}") from None
+    return datamodule, module, optimizer
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def device_of(cfg: DictConfig) -> torch.device:
+    """The device a config trains on (before any trainer exists)."""
+    return torch.device("cuda" if cfg.trainer.get("accelerator") in ("gpu", "cuda") else "cpu")
+
+
+def optimizer_values(optimizer: BaseOptimizer) -> dict[str, Any]:
+    """The hyperparameters an optimizer runs with, after its preset and overrides (lists for tuples)."""
+    values = {k: list(v) if isinstance(v, tuple) else v for k, v in optimizer.defaults.items()}
+    if values.get("foreach") is None:  # "auto": say which path it takes
+        values["foreach"] = optimizer.uses_foreach(optimizer.param_groups[0])
+    return values
+
+
+def effective(cfg: DictConfig, optimizer: BaseOptimizer, threads: int) -> dict[str, Any]:
+    """The resolved config with every value the run used filled in: what is logged, compared and rerun."""
+    record = resolved(cfg)
+    for key, value in optimizer_values(optimizer).items():
+        if key in record["optimizer"]:
+            record["optimizer"][key] = value
+    record["threads"] = threads
+    record.pop("resume", None)  # how a run was started, not what it is
+    return record

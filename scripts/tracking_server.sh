@@ -7,8 +7,8 @@
 # Backends (the store URI, which may hold a password, never appears on a command line):
 #   --backend sqlite    (default) SQLite at $OPTBENCH_SQLITE (mlruns/mlflow.db)
 #   --backend postgres  a PostgreSQL cluster of its own: Debian's postgresql (installed when missing; needs
-#                       root), data in $OPTBENCH_PG_DATA (/tmp/optbench-postgres-<port>), on 127.0.0.1 only,
-#                       a generated password kept in that folder (mode 600)
+#                       root), in $OPTBENCH_PG_DATA (/tmp/optbench-postgres-<port>): cluster/ and a generated
+#                       password (file mode 600); on 127.0.0.1:$OPTBENCH_PG_PORT (the server's port + 1) only
 #   --backend-uri       an existing database: its URI is read from $MLFLOW_BACKEND_STORE_URI
 # Authentication (--auth): MLflow's basic-auth app. The admin password comes from $MLFLOW_AUTH_ADMIN_PASSWORD
 # or from the file named by $OPTBENCH_ADMIN_PASSWORD_FILE, never from the command line. add-user reads the
@@ -87,21 +87,22 @@ start_postgres() {
   fi
   [ "$(id -u)" = 0 ] || die "--backend postgres runs PostgreSQL as the postgres user, which needs root"
   PG_CTL="$bin/pg_ctl"
-  PG_DATA="${OPTBENCH_PG_DATA:-/tmp/optbench-postgres-$PORT}"
-  local pg_port="${OPTBENCH_PG_PORT:-$((PORT + 1))}" secret
-  mkdir -p "$PG_DATA" && chown postgres:postgres "$PG_DATA" && chmod 700 "$PG_DATA"
+  local root="${OPTBENCH_PG_DATA:-/tmp/optbench-postgres-$PORT}" pg_port="${OPTBENCH_PG_PORT:-$((PORT + 1))}"
+  PG_DATA="$root/cluster"
+  PG_PASSWORD_FILE="$root/password"
+  mkdir -p "$root" && chown postgres:postgres "$root" && chmod 700 "$root"
   if [ ! -s "$PG_DATA/PG_VERSION" ]; then
-    secret=$(head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
-    printf '%s' "$secret" > "$PG_DATA/.pw" && chown postgres "$PG_DATA/.pw" && chmod 600 "$PG_DATA/.pw"
+    head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' > "$PG_PASSWORD_FILE"
+    chown postgres "$PG_PASSWORD_FILE" && chmod 600 "$PG_PASSWORD_FILE"
     runuser -u postgres -- "$bin/initdb" -D "$PG_DATA" -U postgres --auth-local=peer --auth-host=scram-sha-256 \
-      --pwfile="$PG_DATA/.pw" >/dev/null
+      --pwfile="$PG_PASSWORD_FILE" >/dev/null
   fi
-  runuser -u postgres -- "$PG_CTL" -D "$PG_DATA" -w -l "$PG_DATA/server.log" \
+  runuser -u postgres -- "$PG_CTL" -D "$PG_DATA" -w -l "$root/server.log" \
     -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $PG_DATA" start >/dev/null
   runuser -u postgres -- "$bin/psql" -h "$PG_DATA" -p "$pg_port" -U postgres -tAc \
     "SELECT 1 FROM pg_database WHERE datname='mlflow'" | grep -q 1 ||
     runuser -u postgres -- "$bin/createdb" -h "$PG_DATA" -p "$pg_port" -U postgres mlflow
-  export MLFLOW_BACKEND_STORE_URI="postgresql://postgres:$(cat "$PG_DATA/.pw")@127.0.0.1:$pg_port/mlflow"
+  export MLFLOW_BACKEND_STORE_URI="postgresql+psycopg2://postgres:$(cat "$PG_PASSWORD_FILE")@127.0.0.1:$pg_port/mlflow"
   echo "tracking_server.sh: PostgreSQL on 127.0.0.1:$pg_port, data in $PG_DATA" >&2
 }
 

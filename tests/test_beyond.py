@@ -160,3 +160,25 @@ def test_trajectories_logged_to_mlflow(tmp_path):
     client, runs = runs_of(uri)
     assert [a.path for a in client.list_artifacts(runs[0].info.run_id)] == ["trajectories_bowl.png"]
     assert os.path.exists(tmp_path / "trajectories_bowl.png")
+
+
+def test_search_spaces_become_optuna_distributions(tmp_path):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from optbench import tune as tuning
+
+    space = tuning.search_space("sgd_momentum")
+    assert space["optimizer.lr"] == FloatDistribution(1e-4, 0.2, log=True)
+    assert space["optimizer.momentum"] == FloatDistribution(0.5, 0.99)
+    parse = OverridesParser.create().parse_overrides
+    assert tuning.distribution(parse(["x=choice(1e-3,1e-2)"])[0]) == CategoricalDistribution([1e-3, 1e-2])
+    assert tuning.distribution(parse(["x=range(1,5)"])[0]) == IntDistribution(1, 4)
+    journal = tuning.storage(f"journal:{tmp_path / 'study.log'}")
+    import optuna
+
+    for worker in range(2):  # two workers on one journal file see one study
+        study = optuna.create_study(study_name="s", storage=journal, load_if_exists=True, direction="maximize")
+        trial = study.ask({"x": FloatDistribution(0, 1)})
+        study.tell(trial, float(worker))
+    assert len(optuna.load_study(study_name="s", storage=journal).trials) == 2

@@ -87,3 +87,21 @@ def test_ddp_gpu_configs_compose():
     cfg = compose_cfg("trainer=ddp", "trainer.devices=8", "trainer.num_nodes=2")
     assert cfg.trainer.strategy.process_group_backend == "nccl" and cfg.trainer.num_nodes == 2
     assert compose_cfg("trainer=gpu").trainer.accelerator == "gpu"
+
+
+@pytest.mark.slow
+def test_ddp_ranks_train_with_the_threads_the_run_logs(data_root, tracking_uri, tmp_path):
+    """Lightning's DDP set-up would reset torch's thread count to cores / processes on the node."""
+    run_cli(
+        *quick_args(
+            data_root,
+            tracking_uri,
+            tmp_path,
+            "trainer=ddp_cpu",
+            "trainer.devices=2",
+            "threads=2",
+            "trainer.max_epochs=1",
+        )
+    )
+    _, (run,) = runs_of(tracking_uri)
+    assert run.data.params["threads"] == "2" and run.data.tags["torch_threads"] == "2"

@@ -274,3 +274,42 @@ def test_garbage_overrides_end_cleanly(pairs):
     except BUILD_ERRORS as err:
         text = str(err)
         assert text.startswith("Invalid ") and "\n" not in text.strip(), text
+
+
+CLI_VALUES = {
+    "optimizer.lr": ["0.001", "0.1", "-1", "abc", "1e300", "nan", "null", "[1,2]"],
+    "optimizer.eps": ["1e-7", "0", "inf", "'x'"],
+    "optimizer": ["adam", "sgd", "rprop", "lion", "0"],
+    "optimizer.preset": ["keras", "torch", "jax"],
+    "seed": ["0", "7", "-1", "4294967296", "x", "1.5"],
+    "data.batch_size": ["64", "1", "0", "-3", "6.5"],
+    "data.subset": ["64", "0", "null", "big"],
+    "data.val_split": ["null", "32", "60000", "0.5"],
+    "trainer.max_epochs": ["1", "0", "two"],
+    "model.net.dropout_conv": ["0", "0.25", "1", "-0.5"],
+    "model.micro_batch_size": ["16", "0", "null"],
+    "threads": ["1", "0", "null"],
+    "nonexistent.key": ["1"],
+}
+
+
+@pytest.mark.slow
+@settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from([(k, v) for k, vs in CLI_VALUES.items() for v in vs]), min_size=1, max_size=3))
+def test_the_cli_ends_cleanly_whatever_it_is_given(data_root, tmp_path_factory, pairs):
+    """Through the real command: a run, or one clear message with exit 2 and no run; never a run left RUNNING."""
+    tmp = tmp_path_factory.mktemp("fuzz")
+    uri = f"sqlite:///{tmp / 'm.db'}"
+    base = quick_args(data_root, uri, tmp, "data.subset=64", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                      "callbacks.tracking.system_metrics=false")  # fmt: skip
+    proc = run_cli(*base, *(f"{k}={v}" for k, v in pairs), check=False, timeout=300)
+    assert proc.returncode in (0, 1, 2), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    _, runs = runs_of(uri) if (tmp / "m.db").exists() else (None, [])
+    assert not [r for r in runs if r.info.status == "RUNNING"], "a run was left RUNNING"
+    if proc.returncode == 2:
+        assert runs == [], "a config error creates no run"
+        message = [line for line in proc.stderr.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
+        assert message, "a config error says why"
+    else:
+        assert len(runs) == 1 and runs[0].info.status in ("FINISHED", "FAILED"), proc.stderr[-2000:]

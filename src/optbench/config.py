@@ -99,12 +99,29 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"Invalid seed={seed!r}; it must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}.")
     if threads is not None and (not _is_int(threads) or threads < 1):
         raise ConfigError(f"Invalid threads={threads!r}; give a positive integer, or null for the usable cores.")
+    if cfg.trainer.get("cuda_graph"):
+        where = (
+            "this run trains on the CPU (CUDA graphs capture CUDA kernels; use trainer=gpu)"
+            if device_of(cfg).type == "cpu"
+            else (
+                "this version has no CUDA-graph path: no GPU was available to develop and measure it (docs/benchmarks.md)"
+            )
+        )
+        raise ConfigError(f"Invalid trainer.cuda_graph=true: {where}.")
+
+
+OURS = {"trainer": ("cuda_graph",)}  # keys of a group that optbench reads and its _target_ does not take
 
 
 def instantiate_group(cfg: DictConfig, group: str, **kwargs):
     """``instantiate(cfg[group])``, with a constructor's complaint as a ``ConfigError`` naming the group."""
+    node = cfg[group]
+    if group in OURS:
+        node = OmegaConf.create(
+            {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in OURS[group]}
+        )
     try:
-        return instantiate(cfg[group], **kwargs)
+        return instantiate(node, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__ or err
         raise ConfigError(f"Invalid {group} config: {cause}") from None

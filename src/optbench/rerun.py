@@ -164,6 +164,13 @@ def rerun(source: str, overrides: list[str], tracking_uri: str | None = None) ->
         print("optbench-rerun: same code, torch, device, CPU, threads and data as the original", flush=True)
     tags = {"rerun_of": original.info.run_id if original else str(Path(source).resolve())}
     tags.update(rerun_overrides=" ".join(overrides), **({"rerun_warnings": "; ".join(warnings)} if warnings else {}))
+    if original is not None and "pack" in original.data.tags:
+        print(
+            f"optbench-rerun: {original.info.run_id} was trained packed (pack {original.data.tags['pack']} of "
+            f"{original.data.tags.get('pack_size', '?')}); rerunning it alone, unpacked: other kernels, so expect "
+            "float-level differences",
+            flush=True,
+        )
     name = f"{original.info.run_name if original else cfg.run_name}-rerun"
     result = pipeline.run(cfg, run_name=name, tags=tags)
     if original is None or result.run_id is None:

@@ -45,8 +45,17 @@ def resume(cfg: DictConfig, overrides: list[str]) -> pipeline.RunResult:
         for override in overrides:  # where things are, when given on this command line
             if _key(override) in restore.MACHINE_LOCAL:
                 OmegaConf.update(rebuilt, _key(override), OmegaConf.select(cfg, _key(override)), merge=False)
-        checkpoint = restore.checkpoint(client, run_id, Path(tmp))
-        result = pipeline.run(rebuilt, run_name=run.info.run_name, resume=run_id, checkpoint=checkpoint)
+        if run.data.tags.get("checkpoint_format") == "packed":  # trained in a pack: continues as a pack of one
+            from .packed import run_pack
+
+            print(
+                f"[optbench] run {run_id} was trained in pack {run.data.tags.get('pack')}; resuming it alone",
+                flush=True,
+            )
+            (result,) = run_pack([rebuilt], resume={0: run_id})
+        else:
+            checkpoint = restore.checkpoint(client, run_id, Path(tmp))
+            result = pipeline.run(rebuilt, run_name=run.info.run_name, resume=run_id, checkpoint=checkpoint)
     if result.run_id and "val_acc" not in result.metrics:  # killed after its last epoch: nothing was left to train
         result.metrics = {**client.get_run(run_id).data.metrics, **result.metrics}
     return result

@@ -52,6 +52,9 @@ def configure(
     """Apply the settings; return the thread count used and whether the allocator setting took effect."""
     threads = threads or max(1, usable_cores() // max(1, processes_per_node))
     torch.set_num_threads(threads)
+    # Lightning's DDP set-up sets its own count (cores / processes on this node) unless OMP_NUM_THREADS is set;
+    # a run with one process per node would then use other threads than the ones it logs.
+    os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
     return threads, keep_freed_memory() if malloc_tuning else False
 

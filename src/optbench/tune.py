@@ -9,7 +9,8 @@ trained with the same seeds and validated on the test set.
 The trials of one optimizer can be shared by N workers, processes on one or many machines, through one
 Optuna study in an RDB storage (SQLite, PostgreSQL). Worker k of N runs exactly its share of the budget
 (``trials // N``, one more for ``k < trials % N``), so the budget is exact whatever the timing; each worker
-samples with its own seed, and TPE sees every finished trial of the study.
+samples with its own seed, and TPE sees every finished trial of the study. Storages: Optuna's RDB
+(SQLite, PostgreSQL) or its journal file (``journal:PATH``, for a shared file system).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from dataclasses import dataclass, field
 import mlflow
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
 from mlflow.entities import Metric, Param, RunTag
 from optuna.trial import TrialState
 
@@ -41,7 +41,7 @@ class Plan:
     epochs: int = 10
     subset: int | None = None
     experiment: str = "optbench"
-    storage: str | None = None  # an Optuna RDB URL shared by the workers; None: in memory (one worker)
+    storage: str | None = None  # an Optuna RDB URL or journal:PATH shared by the workers; None: in memory
     workers: int = 1
     seed: int = 42
     extra: list[str] = field(default_factory=list)  # further overrides of every run
@@ -62,24 +62,49 @@ class Plan:
         ]
 
 
+def distribution(override) -> optuna.distributions.BaseDistribution:
+    """One search-space entry in Hydra's sweep syntax (``tag(log, interval(1e-5, 1e-2))``, ``choice(a, b)``,
+    ``range(1, 5)``) as an Optuna distribution (Hydra has the parser; the mapping is ours)."""
+    value = override.value()
+    if override.is_interval_sweep():
+        ints = isinstance(value.start, int) and isinstance(value.end, int)
+        kind = optuna.distributions.IntDistribution if ints else optuna.distributions.FloatDistribution
+        return kind(value.start, value.end, log="log" in value.tags)
+    if override.is_choice_sweep():
+        return optuna.distributions.CategoricalDistribution(list(override.sweep_iterator()))
+    if override.is_range_sweep():
+        return optuna.distributions.IntDistribution(int(value.start), int(value.stop) - 1, step=int(value.step or 1))
+    raise config.ConfigError(f"search_space entry {override.input_line!r} is not an interval, choice or range.")
+
+
 def search_space(optimizer: str) -> dict[str, optuna.distributions.BaseDistribution]:
-    """The optimizer's ``search_space`` (Hydra sweep syntax, as the Optuna sweeper reads it) as distributions."""
+    """The optimizer's ``search_space`` as Optuna distributions."""
     space = config.compose(f"optimizer={optimizer}").optimizer.get("search_space") or {}
     if not space:
         raise config.ConfigError(f"conf/optimizer/{optimizer}.yaml has no search_space to tune.")
     parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in space.items()])
-    return {o.key_or_group: create_optuna_distribution_from_override(o) for o in parsed}
+    return {o.key_or_group: distribution(o) for o in parsed}
+
+
+def storage(url: str | None):
+    """An Optuna storage from a URL: ``journal:PATH`` (a journal file), an RDB URL, or None (in memory)."""
+    if url is None:
+        return None
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    if url.startswith("sqlite"):  # concurrent workers wait for SQLite's lock instead of failing
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+    return url
 
 
 def study(plan: Plan, optimizer: str, worker: int = 0) -> optuna.Study:
     if plan.storage is None and optimizer in plan.studies:
         return plan.studies[optimizer]
-    storage = plan.storage
-    if storage and storage.startswith("sqlite"):  # concurrent workers wait for SQLite's lock instead of failing
-        storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 120}})
     created = optuna.create_study(
         study_name=f"{plan.sweep}-{optimizer}",
-        storage=storage,
+        storage=storage(plan.storage),
         load_if_exists=True,
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=plan.seed + 1000 * worker),

@@ -20,6 +20,7 @@ from ..resume import resume
 from ..store import StoreError
 
 log = logging.getLogger("optbench")
+_started = {"jobs": 0}
 
 
 def _terminate(signum, frame):
@@ -28,6 +29,7 @@ def _terminate(signum, frame):
 
 @hydra.main(version_base="1.3", config_path=config.CONFIG_PATH, config_name="config")
 def _job(cfg: DictConfig) -> pipeline.RunResult:
+    _started["jobs"] += 1
     signal.signal(signal.SIGTERM, _terminate)  # SIGTERM (e.g. a scheduler) ends the run like Ctrl-C: KILLED
     try:
         if cfg.get("resume"):
@@ -44,7 +46,14 @@ def main() -> None:
     except config.ConfigError as err:
         print(f"optbench-train: {err}", file=sys.stderr)
         sys.exit(2)
-    _job()
+    try:
+        _job()
+    except SystemExit as exit_:
+        # Hydra reports a config it cannot compose (unknown key, bad value syntax) and exits 1 before any job
+        # ran: that is a config error like ours, so it exits 2 too.
+        if exit_.code == 1 and _started["jobs"] == 0:
+            sys.exit(2)
+        raise
     sys.exit(jobs.exit_code())
 
 

@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--storage",
         default=None,
-        help="Optuna RDB URL the workers share (default with --workers > 1: a SQLite file under --out)",
+        help="Optuna storage the workers share: an RDB URL or journal:PATH (default with --workers > 1: SQLite under --out)",
     )
     parser.add_argument(
         "--workers", type=int, default=1, help="processes sharing each optimizer's study, on all machines together"
@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         if len(shares) == 1:
             for optimizer in plan.optimizers:
                 tune.search(plan, optimizer, shares[0])
-        else:  # one process per share, all at once
+        else:  # one process per share, all at once, on studies (and storage tables) made here first
+            for optimizer in plan.optimizers:
+                tune.study(plan, optimizer)
             procs = [subprocess.Popen(worker_command(args, plan, k)) for k in shares]
             if any(p.wait() != 0 for p in procs):
                 print("optbench-tune: a worker failed; see its output above", file=sys.stderr)

@@ -144,15 +144,20 @@ def base_label(row: Row) -> str:
     return row.label.split(" [")[0]
 
 
-def ranks(comparison: Comparison, column: str) -> dict[str, dict[str, int]]:
-    """label → data → rank of its mean in ``column`` (1 = best) among the rows of that data."""
-    metric = column.split("@")[0]
+def final_mean(row: Row, metric: str = "val_acc") -> float:
+    """The mean over seeds of each run's last logged value of ``metric``."""
+    finals = [c[-1] for c in row.curves.get(metric, {}).values() if c]
+    return statistics.fmean(finals) if finals else math.nan
+
+
+def ranks(comparison: Comparison, metric: str = "val_acc") -> dict[str, dict[str, int]]:
+    """label → data → rank of its final mean ``metric`` (1 = best) among the rows of that data."""
     out: dict[str, dict[str, int]] = {}
     for data in sorted({r.data for r in comparison.rows}):
-        rows = [r for r in comparison.rows if r.data == data and column in r.cells]
-        rows.sort(key=lambda r: r.cells[column].mean, reverse=HIGHER_IS_BETTER.get(metric, False))
+        rows = [r for r in comparison.rows if r.data == data and not math.isnan(final_mean(r, metric))]
+        rows.sort(key=lambda r: final_mean(r, metric), reverse=HIGHER_IS_BETTER.get(metric, False))
         for rank, row in enumerate(rows, start=1):
-            out.setdefault(row.label, {})[data] = rank
+            out.setdefault(base_label(row), {})[data] = rank
     return out
 
 
@@ -180,7 +185,7 @@ def profiles(comparison: Comparison, level: float = 0.99) -> tuple[dict[str, flo
     targets, ratios = {}, {}
     for data in sorted({r.data for r in comparison.rows}):
         rows = [r for r in comparison.rows if r.data == data and r.curves.get("val_acc")]
-        finals = [statistics.fmean(c[-1] for c in r.curves["val_acc"].values() if c) for r in rows]
+        finals = [final_mean(r) for r in rows]
         if not finals:
             continue
         targets[data] = level * max(finals)

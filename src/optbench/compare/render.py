@@ -113,7 +113,7 @@ def baseline_rows(comparison: Comparison) -> list[list[str]]:
             if p is None:
                 continue
             ci = f"[{p.ci_low:+.4f}, {p.ci_high:+.4f}]" if not math.isnan(p.ci_low) else "—"
-            shown_p = f"{p.p:.4f}" if p.p is not None else p.note
+            shown_p = f"{p.p:.4f}" if p.p is not None else "—"  # why is said once, under the table
             holm = row.p_holm.get(column)
             pairs = f"{p.pairs}" + (f" (+{p.unpaired} unpaired)" if p.unpaired else "")
             diff = "—" if math.isnan(p.diff) else f"{p.diff:+.4f}"
@@ -124,6 +124,17 @@ def baseline_rows(comparison: Comparison) -> list[list[str]]:
 
 
 BASELINE_HEADS = ["optimizer", "data", "cell", "pairs", "diff", "95% CI of diff", "p", "p (Holm)"]
+
+
+def too_few_pairs(comparison: Comparison) -> str | None:
+    """Why some p-values are missing: with n pairs the smallest possible p is 2/2^n."""
+    smallest = min((p.pairs for r in comparison.rows for p in r.paired.values()), default=0)
+    if smallest and stats.min_p(smallest) > stats.ALPHA:
+        return (
+            f"p: with {smallest} paired seeds no test can reach p < {stats.ALPHA:g} (the smallest possible p is "
+            f"{stats.min_p(smallest):.4f}), so none is given; run at least 6 seeds for a p-value."
+        )
+    return None
 
 
 def render(comparison: Comparison, fmt_name: str) -> str:
@@ -167,6 +178,8 @@ def markdown(comparison: Comparison) -> str:
         lines += ["", f"Paired difference to **{comparison.baseline}** ({TEST}):", ""]
         lines += ["| " + " | ".join(BASELINE_HEADS) + " |", "|" + "---|" * len(BASELINE_HEADS)]
         lines += ["| " + " | ".join(r) + " |" for r in baseline_rows(comparison)]
+        if note := too_few_pairs(comparison):
+            lines += ["", note]
     lines += ["", *(f"- {n}" for n in notes(comparison))] if notes(comparison) else []
     return "\n".join(lines) + "\n"
 
@@ -204,13 +217,8 @@ def terminal(comparison: Comparison) -> str:
         for cells in baseline_rows(comparison):
             table.add_row(*cells)
         console.print(table)
-        smallest = min((p.pairs for r in comparison.rows for p in r.paired.values()), default=0)
-        if smallest and stats.min_p(smallest) > stats.ALPHA:
-            console.print(
-                f"With {smallest} paired seeds no test can reach p < {stats.ALPHA:g} (the smallest possible p is "
-                f"{stats.min_p(smallest):.4f}); run at least 6 seeds for a p-value.",
-                markup=False,
-            )
+        if note := too_few_pairs(comparison):
+            console.print(note, markup=False)
     for line in notes(comparison):
         console.print("  " + line, markup=False)
     return console.file.getvalue()

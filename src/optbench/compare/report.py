@@ -86,10 +86,9 @@ def build(comparison: Comparison, title: str, profile_level: float = 0.99) -> st
                 cells.append("—" if math.isnan(t) else "∞" if math.isinf(t) else f"{t:.1f} s")
             rows.append([label, *cells])
         parts.append(_table(["optimizer", *(f"{d} (≥ {targets[d]:.4f})" for d in datasets)], rows))
-        last = f"val_acc@{comparison.epochs[-1]}"
-        by_label = ranks(comparison, last)
+        by_label = ranks(comparison)
         if by_label:
-            parts.append(f"<h2>Ranks across datasets ({html.escape(render.header(last))}, 1 = best)</h2>")
+            parts.append("<h2>Ranks across datasets (final validation accuracy, mean over seeds; 1 = best)</h2>")
             rank_rows = []
             for label, by_data in sorted(by_label.items(), key=lambda kv: sum(kv[1].values()) / len(kv[1])):
                 mean = sum(by_data.values()) / len(by_data)

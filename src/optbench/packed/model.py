@@ -1,0 +1,82 @@
+"""K seed CNNs as one batched model: a grouped convolution, one max-pool, batched dense layers.
+
+Replica k sees its own batch and draws its own dropout masks from its own generator, with the calls a
+single run makes (``empty.bernoulli_(1 - p)`` then ``/ (1 - p)``, conv dropout before dense dropout), so a
+replica seeded like a single run draws the same masks. Its parameters are slices of the packed ones;
+``replica(k)`` returns them as leaf views in ``SeedCNN.parameters()`` order, for replica k's own optimizer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..model import SeedCNN
+
+CONV_OUT = 32
+
+
+class PackedSeedCNN(nn.Module):
+    def __init__(self, nets: list[SeedCNN], generators: list[torch.Generator]):
+        super().__init__()
+        first = nets[0]
+        for net in nets:
+            if (net.dropout1.p, net.dropout2.p, net.channels_last) != (
+                first.dropout1.p,
+                first.dropout2.p,
+                first.channels_last,
+            ):
+                raise ValueError("Replicas of one pack need the same model config (dropout rates, layout).")
+        self.k, self.channels_last = len(nets), first.channels_last
+        self.p_conv, self.p_dense = first.dropout1.p, first.dropout2.p
+        self.generators = generators
+        self.conv_weight = nn.Parameter(torch.cat([n.conv.weight.detach() for n in nets]).contiguous())
+        self.conv_bias = nn.Parameter(torch.cat([n.conv.bias.detach() for n in nets]))
+        self.dense_weight = nn.Parameter(torch.stack([n.dense.weight.detach() for n in nets]))
+        self.dense_bias = nn.Parameter(torch.stack([n.dense.bias.detach() for n in nets]))
+        self.out_weight = nn.Parameter(torch.stack([n.out.weight.detach() for n in nets]))
+        self.out_bias = nn.Parameter(torch.stack([n.out.bias.detach() for n in nets]))
+
+    def _slices(self, k: int, grads: bool = False) -> list[torch.Tensor]:
+        conv = slice(k * CONV_OUT, (k + 1) * CONV_OUT)
+        tensors = [p.grad if grads else p.detach() for p in self.parameters()]
+        conv_w, conv_b, dense_w, dense_b, out_w, out_b = tensors
+        return [conv_w[conv], conv_b[conv], dense_w[k], dense_b[k], out_w[k], out_b[k]]
+
+    def replica(self, k: int) -> list[torch.Tensor]:
+        """Replica k's parameters: views into the packed ones (an optimizer stepping them steps the pack)."""
+        return self._slices(k)
+
+    def replica_grads(self, k: int) -> list[torch.Tensor]:
+        return self._slices(k, grads=True)
+
+    def state_of(self, k: int) -> dict[str, torch.Tensor]:
+        """Replica k as a ``SeedCNN`` state dict (what a single run's checkpoint holds under ``net.``)."""
+        names = ("conv.weight", "conv.bias", "dense.weight", "dense.bias", "out.weight", "out.bias")
+        return {name: t.clone() for name, t in zip(names, self.replica(k), strict=True)}
+
+    def _dropout(self, x: torch.Tensor, p: float, dim: int) -> torch.Tensor:
+        """Each replica's mask from its own generator, exactly as ``F.dropout`` draws it in a single run."""
+        parts = x.chunk(self.k, dim=dim)
+        masks = [
+            torch.empty_like(part).bernoulli_(1 - p, generator=g).div_(1 - p)
+            for part, g in zip(parts, self.generators, strict=True)
+        ]
+        return x * torch.cat(masks, dim=dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images ``(K, B, 28, 28)`` (replica k's batch at k) → logits ``(K, B, 10)``."""
+        k, b = images.shape[:2]
+        x = images.transpose(0, 1).float().div_(255.0)  # (B, K, 28, 28): replica k is input channel k
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = F.conv2d(x, self.conv_weight, self.conv_bias, groups=k)
+        x = torch.relu_(F.max_pool2d(x, 2)).contiguous()  # (B, 32K, 13, 13), as the single run's order
+        if self.training and self.p_conv > 0:
+            x = self._dropout(x, self.p_conv, dim=1)
+        x = x.reshape(b, k, -1).transpose(0, 1)  # (K, B, 5408), each replica's channels flattened as one net's
+        x = torch.relu_(torch.baddbmm(self.dense_bias.unsqueeze(1), x, self.dense_weight.transpose(1, 2)))
+        if self.training and self.p_dense > 0:
+            x = self._dropout(x, self.p_dense, dim=0)
+        return torch.baddbmm(self.out_bias.unsqueeze(1), x, self.out_weight.transpose(1, 2))

@@ -30,7 +30,7 @@ def _terminate(signum, frame):
 @hydra.main(version_base="1.3", config_path=config.CONFIG_PATH, config_name="config")
 def _job(cfg: DictConfig) -> pipeline.RunResult:
     _started["jobs"] += 1
-    signal.signal(signal.SIGTERM, _terminate)  # SIGTERM (e.g. a scheduler) ends the run like Ctrl-C: KILLED
+    signal.signal(signal.SIGTERM, _terminate)  # again in a launcher's worker process
     try:
         if cfg.get("resume"):
             return resume(cfg, list(HydraConfig.get().overrides.task))
@@ -46,6 +46,9 @@ def main() -> None:
     except config.ConfigError as err:
         print(f"optbench-train: {err}", file=sys.stderr)
         sys.exit(2)
+    # SIGTERM (e.g. a scheduler) ends runs like Ctrl-C: KILLED. Set here too, not only per job, because the
+    # packed launcher trains in this process without calling the job function.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         _job()
     except SystemExit as exit_:

@@ -87,8 +87,9 @@ def run(
         tracking = next((c for c in every if isinstance(c, RunTracking)), None)
         if tracking is not None:
             tracking.describe(record, flatten(record), resuming=resume is not None)
-        checkpointing = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in every)  # none: Lightning's default
-        trainer = config.instantiate_group(  # would write ./checkpoints, so say so
+        # Without a ModelCheckpoint of ours, Lightning would add its own, writing into ./checkpoints.
+        checkpointing = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in every)
+        trainer = config.instantiate_group(
             cfg,
             "trainer",
             logger=logger or False,
@@ -96,15 +97,17 @@ def run(
             enable_checkpointing=checkpointing,
             default_root_dir=checkpoint_dir,
         )
+        status = "FINISHED"
         try:
             with ddp.children_run_this_job():
                 trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
-        except DivergenceError as err:  # the callback recorded it; the run ends FAILED below
+        except DivergenceError as err:  # the callback recorded it too; the run ends FAILED
             log.error("%s", err)
+            status = "FAILED"
         finally:
             if tracking is not None:
                 tracking.finish()
-    status = tracking.status if tracking else "FINISHED"
+    status = tracking.status if tracking is not None else status
     metrics = dict(module.epoch_metrics)
     if tracking is not None and tracking.total_time_s is not None:
         metrics["total_time_s"] = tracking.total_time_s

@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 from pytorch_lightning.loggers import MLFlowLogger
 
-from optbench.config import options
+from optbench.config import instantiate_group, options
 from optbench.data import MNISTDataModule
 from optbench.module import ClassifierModule
 from optbench.optim import BaseOptimizer
@@ -57,7 +57,7 @@ def test_model_configs(name):
 @pytest.mark.parametrize("name", [n for n in options("trainer") if n in ("cpu", "ddp_cpu")])
 def test_trainer_configs(name):
     cfg = compose_cfg(f"trainer={name}")
-    assert isinstance(instantiate(cfg.trainer), pl.Trainer)
+    assert isinstance(instantiate_group(cfg, "trainer"), pl.Trainer)
 
 
 @pytest.mark.parametrize("name", options("logger"))

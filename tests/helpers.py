@@ -44,6 +44,46 @@ def run_cli(
     return proc
 
 
+def start_cli(*args: str, stdout=subprocess.PIPE, env: dict | None = None) -> subprocess.Popen:
+    """``python -m optbench ARGS`` started in the background (for signals, concurrency, several nodes)."""
+    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "optbench", *args],
+        cwd=REPO,
+        env={**full_env, **(env or {})},
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def tiny_cfg(data_root: Path, tracking_uri: str, *extra: str):
+    """The config of a short in-process run on a slice of the real MNIST (``pipeline.run`` it)."""
+    return compose(
+        f"data.root={data_root}",
+        "data.subset=256",
+        "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+        f"logger.tracking_uri={tracking_uri}",
+        "callbacks.tracking.system_metrics=false",
+        *extra,
+    )
+
+
+def compare_json(tracking_uri: str, *args: str) -> dict:
+    """``optbench-compare --format json`` of a store, parsed."""
+    import contextlib
+    import io
+    import json
+
+    from optbench.cli import compare
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert compare.main(["--tracking-uri", tracking_uri, "--format", "json", "--no-log", *args]) == 0
+    return json.loads(out.getvalue())
+
+
 def quick_args(data_root: Path, tracking_uri: str, tmp_path: Path, *extra: str) -> list[str]:
     """Overrides for a fast, isolated run on a slice of the real MNIST."""
     return [

@@ -14,7 +14,7 @@ import pytest
 from optbench.cli import compare
 from optbench.compare.query import SUMMARY_TAG
 
-from .helpers import quick_args, run_cli, runs_of
+from .helpers import compare_json, quick_args, run_cli, runs_of
 
 pytestmark = pytest.mark.slow
 
@@ -52,10 +52,7 @@ def independent_cells(uri: str) -> dict[tuple[str, str], list[float]]:
 
 def test_table_matches_metric_histories(store, capsys):
     uri, _ = store
-    assert (
-        compare.main(["--tracking-uri", uri, "--sweep", "s1", "--epochs", "1,2", "--format", "json", "--no-log"]) == 0
-    )
-    payload = json.loads(capsys.readouterr().out)
+    payload = compare_json(uri, "--sweep", "s1", "--epochs", "1,2")
     rows = {r["optimizer"]: r for r in payload["rows"]}
     assert set(rows) == {"adam", "sgd_momentum"}
     expected = independent_cells(uri)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import mlflow
@@ -15,11 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf.errors import OmegaConfBaseException
 
+from optbench import store
 from optbench.cli import compare
 from optbench.config import ConfigError, build, check_overrides
 from optbench.data import DataError
 
-from .helpers import REPO, compose_cfg, free_port, quick_args, run_cli, runs_of, start_server, stop_server
+from .helpers import compose_cfg, free_port, quick_args, run_cli, runs_of, start_cli, start_server, stop_server
 from .idx import write_fake_dataset
 
 
@@ -141,15 +140,7 @@ def resume_args(data_root, uri, tmp_path, run_id, *extra):
 def test_interrupt_then_resume_equals_uninterrupted(data_root, tmp_path, sig):
     args = ["data.subset=3072", "trainer.max_epochs=4", "seed=5", "optimizer=adam"]
     uri = f"sqlite:///{tmp_path / 'a.db'}"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "optbench", *quick_args(data_root, uri, tmp_path, *args)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_cli(*quick_args(data_root, uri, tmp_path, *args))
     run_id = wait_for_epoch(uri, 1, proc)
     proc.send_signal(sig)
     proc.communicate(timeout=120)
@@ -179,7 +170,7 @@ def test_interrupt_then_resume_equals_uninterrupted(data_root, tmp_path, sig):
 @pytest.mark.slow
 def test_resume_of_unknown_run_is_clear(data_root, tmp_path):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    run_cli(*quick_args(data_root, uri, tmp_path, "trainer.max_epochs=1"))  # the store exists
+    store.prepare(uri, "optbench")  # the store exists, the run does not
     proc = run_cli(f"logger.tracking_uri={uri}", "resume=deadbeef", f"hydra.run.dir={tmp_path}", check=False)
     assert proc.returncode == 2 and "No run with id 'deadbeef'" in proc.stderr
 
@@ -294,7 +285,7 @@ CLI_VALUES = {
 
 
 @pytest.mark.slow
-@settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from([(k, v) for k, vs in CLI_VALUES.items() for v in vs]), min_size=1, max_size=3))
 def test_the_cli_ends_cleanly_whatever_it_is_given(data_root, tmp_path_factory, pairs):
     """Through the real command: a run, or one clear message with exit 2 and no run; never a run left RUNNING."""

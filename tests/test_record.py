@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -17,29 +15,13 @@ import yaml
 from optbench import config, pipeline, store
 from optbench.cli import compare, rerun
 
-from .helpers import REPO, compose_cfg, histories, quick_args, run_cli, runs_of
+from .helpers import REPO, compare_json, compose_cfg, histories, quick_args, run_cli, runs_of, start_cli, tiny_cfg
 
 pytestmark = pytest.mark.slow
 
 
-def compare_rows(uri: str) -> dict:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert compare.main(["--tracking-uri", uri, "--format", "json", "--no-log"]) == 0
-    return json.loads(out.getvalue())
-
-
 def tiny(data_root, uri, *extra):
-    return compose_cfg(
-        f"data.root={data_root}",
-        "data.subset=256",
-        "trainer.max_epochs=2",
-        "trainer.enable_progress_bar=false",
-        f"logger.tracking_uri={uri}",
-        "callbacks.tracking.system_metrics=false",
-        "sweep_id=rec",
-        *extra,
-    )
+    return tiny_cfg(data_root, uri, "sweep_id=rec", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +58,7 @@ def test_effective_hyperparameters_are_logged(record_store, tmp_path):
 
 def test_rows_are_configurations_not_labels(record_store, capsys):
     uri, runs = record_store
-    assert (
-        compare.main(["--tracking-uri", uri, "--sweep", "rec", "--epochs", "1,2", "--format", "json", "--no-log"]) == 0
-    )
-    payload = json.loads(capsys.readouterr().out)
+    payload = compare_json(uri, "--sweep", "rec", "--epochs", "1,2")
     rows = {r["optimizer"]: r for r in payload["rows"]}
     assert set(rows) == {"adam [data.subset=128]", "adam [data.subset=256]"}, "another subset is another row"
     assert rows["adam [data.subset=256]"]["seeds"] == 2, "seed 1 twice counts once; the rerun is not a seed"
@@ -167,9 +146,8 @@ def test_rerun_writes_to_the_store_it_was_given(data_root, tmp_path, monkeypatch
 
 def test_resume_takes_no_other_overrides(data_root, tmp_path):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    run_cli(*quick_args(data_root, uri, tmp_path, "trainer.max_epochs=1"))
-    client, runs = runs_of(uri)
-    run_id = runs[0].info.run_id
+    run_id = pipeline.run(tiny(data_root, uri, "trainer.max_epochs=1")).run_id
+    client = mlflow.MlflowClient(uri)
     client.set_terminated(run_id, "KILLED")  # as if interrupted, so that it could be resumed
     proc = run_cli(
         f"logger.tracking_uri={uri}",
@@ -208,28 +186,14 @@ def test_a_finite_training_loss_does_not_hide_divergence(data_root, tmp_path):
         run.data.tags["failure_reason"] == "diverged"
         and "diverged: the validation loss became nan" in run.data.tags["failure_detail"]
     )
-    compared = compare_rows(uri)
+    compared = compare_json(uri)
     assert compared["rows"] == [] and compared["excluded"][0]["status"] == "DIVERGED", "never averaged in"
 
 
 def test_processes_started_together_on_a_new_store_all_finish(data_root, tmp_path):
     uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "optbench",
-                *quick_args(data_root, uri, tmp_path / str(i), f"seed={i}", "trainer.max_epochs=1"),
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(4)
+        start_cli(*quick_args(data_root, uri, tmp_path / str(i), f"seed={i}", "trainer.max_epochs=1")) for i in range(4)
     ]
     outcomes = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
     assert all(code == 0 for code, _ in outcomes), [err[-1500:] for code, err in outcomes if code]

@@ -3,7 +3,6 @@ report on a small real sweep (2 optimizers x 3 seeds on MNIST and Fashion-MNIST)
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -18,7 +17,7 @@ from optbench.cli import compare
 from optbench.compare import stats
 from optbench.compare.query import SUMMARY_TAG
 
-from .helpers import quick_args, run_cli, runs_of
+from .helpers import compare_json, quick_args, run_cli, runs_of
 
 pytestmark = pytest.mark.slow
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -38,18 +37,7 @@ def sweep(data_root, tmp_path_factory):
 
 
 def table(uri: str, *extra: str) -> dict:
-    import contextlib
-    import io
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert (
-            compare.main(
-                ["--tracking-uri", uri, "--sweep", "rep", "--epochs", "1,2", "--format", "json", "--no-log", *extra]
-            )
-            == 0
-        )
-    return json.loads(out.getvalue())
+    return compare_json(uri, "--sweep", "rep", "--epochs", "1,2", *extra)
 
 
 def per_seed(uri: str, optimizer: str, metric: str, epoch: int, best: bool = False) -> dict[int, float]:

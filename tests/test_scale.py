@@ -8,7 +8,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 
 from optbench.cli import compare, rerun, tune
 
-from .helpers import REPO, free_port, histories, quick_args, run_cli, runs_of, start_server, stop_server
+from .helpers import free_port, histories, quick_args, run_cli, runs_of, start_cli, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 HAVE_POSTGRES = (
@@ -49,21 +48,11 @@ def test_postgres_backed_server_keeps_every_run(data_root, tmp_path, capsys):
         secret = (pg_data / "password").read_text().encode()
         assert not [c for c in cmdlines if secret in c], "the database password is visible in ps"
         # Concurrent writers: a parallel sweep and two more processes, all at once.
-        env_ = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         extra = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "optbench",
-                    *quick_args(data_root, uri, tmp_path / f"p{i}", f"seed={10 + i}", "sweep_id=pg"),
-                ],
-                cwd=REPO,
-                env=env_,
+            start_cli(
+                *quick_args(data_root, uri, tmp_path / f"p{i}", f"seed={10 + i}", "sweep_id=pg"),
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )  # fmt: skip
+            )
             for i in range(2)
         ]
         run_cli(
@@ -135,25 +124,15 @@ def test_two_node_processes_train_one_run_like_one_node_with_two_devices(data_ro
     run_cli(*common, "trainer.devices=2", f"logger.tracking_uri={one_uri}", f"hydra.run.dir={tmp_path}/one")
     two_uri = f"sqlite:///{tmp_path / 'two.db'}"
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     nodes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "optbench",
-                *common,
-                "trainer.num_nodes=2",
-                "trainer.devices=1",
-                f"logger.tracking_uri={two_uri}",
-                f"hydra.run.dir={tmp_path}/node{rank}",
-            ],  # fmt: skip
-            cwd=REPO,
-            env={**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "NODE_RANK": str(rank)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        start_cli(
+            *common,
+            "trainer.num_nodes=2",
+            "trainer.devices=1",
+            f"logger.tracking_uri={two_uri}",
+            f"hydra.run.dir={tmp_path}/node{rank}",
+            env={"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "NODE_RANK": str(rank)},
+        )  # fmt: skip
         for rank in (0, 1)
     ]
     outcomes = [node.communicate(timeout=600) for node in nodes]

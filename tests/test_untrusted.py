@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from optbench import pipeline, restore
 from optbench.cli import rerun
 
-from .helpers import REPO, compose_cfg, free_port, quick_args, run_cli, runs_of, start_server, stop_server
+from .helpers import REPO, free_port, quick_args, run_cli, runs_of, start_server, stop_server, tiny_cfg
 
 pytestmark = pytest.mark.slow
 SECRET = "s3cr3t-token-do-not-leak"
@@ -36,14 +36,7 @@ def honest(data_root, tmp_path_factory):
     """An honest finished run and its files: config.yaml and last/last.ckpt."""
     tmp = tmp_path_factory.mktemp("untrusted")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    cfg = compose_cfg(
-        f"data.root={data_root}",
-        "data.subset=256",
-        "trainer.max_epochs=1",
-        "trainer.enable_progress_bar=false",
-        f"logger.tracking_uri={uri}",
-        "callbacks.tracking.system_metrics=false",
-    )
+    cfg = tiny_cfg(data_root, uri, "trainer.max_epochs=1")
     result = pipeline.run(cfg)
     client = mlflow.MlflowClient(uri)
     config = yaml.safe_load(open(client.download_artifacts(result.run_id, "config.yaml", str(tmp))))

@@ -100,7 +100,7 @@ class ClassifierModule(pl.LightningModule):
         self.epoch_metrics.update(metrics)
         self.log_dict(metrics, prog_bar=True, logger=False, rank_zero_only=True)
 
-    # -- divergence: recorded on the device, read every N steps (1 on CPU, where reads are free) --
+    # -- divergence: the loss recorded on the device, read every N steps (1 on CPU, where reads are free) --
     def _watch(self, step_loss: torch.Tensor) -> None:
         if self._first_nonfinite is None:
             self._first_nonfinite = torch.full((2,), math.nan, dtype=torch.float64, device=step_loss.device)
@@ -111,13 +111,18 @@ class ClassifierModule(pl.LightningModule):
         self._first_nonfinite = torch.where(take, torch.stack([self._step, step_loss.double()]), first)
         every = self.check_finite_every_n_steps or (1 if step_loss.device.type == "cpu" else 100)
         if (self.global_step + 1) % every == 0:
-            self.raise_if_diverged()
+            self._raise_if_loss_diverged()
 
-    def raise_if_diverged(self) -> None:
+    def _raise_if_loss_diverged(self) -> None:
         if self._first_nonfinite is not None:
             step, loss = self._first_nonfinite.tolist()
             if not math.isnan(step):
                 raise DivergenceError(self.current_epoch + 1, self._step_offset + int(step), loss)
+
+    def raise_if_diverged(self) -> None:
+        """The per-step loss check plus the epoch-end ones: every parameter (a pass over all weights, too
+        dear per step) and the validation loss."""
+        self._raise_if_loss_diverged()
         if not all(torch.isfinite(p).all() for p in self.parameters()):
             raise DivergenceError(self.current_epoch + 1, self.global_step, math.inf, "value of a parameter")
         val_loss = self.epoch_metrics.get("val_loss")

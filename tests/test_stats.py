@@ -44,6 +44,24 @@ def test_too_few_pairs_give_no_p_value():
     assert result.p is None and "no test can reach" in result.note and result.diff == 1.0
 
 
+def test_holm_floor_is_stated_with_the_seeds_it_needs():
+    assert stats.pairs_needed(1) == 6 and stats.pairs_needed(5) == 8, "5 * 2/2^7 = 0.078, 5 * 2/2^8 = 0.039"
+    assert stats.holm([stats.min_p(6)] * 5) == pytest.approx([0.15625] * 5), "the floor the note names"
+
+
+def test_the_table_says_when_holm_cannot_reach_alpha():
+    from types import SimpleNamespace
+
+    from optbench.compare.cells import Comparison, Row
+    from optbench.compare.render import too_few_pairs
+
+    six = stats.paired({s: 0.0 for s in range(6)}, {s: 1.0 for s in range(6)})
+    rows = [Row(SimpleNamespace(label=f"o{i}", data="mnist"), paired={"val_acc@1": six}) for i in range(5)]
+    note = too_few_pairs(Comparison([1], rows, selection=None, baseline="o"))
+    assert "6 paired seeds and 5 rows" in note and "below 0.1562" in note and "at least 8 seeds" in note
+    assert too_few_pairs(Comparison([1], rows[:1], selection=None, baseline="o")) is None, "one row: p=0.031 can"
+
+
 def test_holm_by_hand():
     assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert stats.holm([None, 0.02, 0.5]) == [None, pytest.approx(0.04), pytest.approx(0.5)]

@@ -127,12 +127,21 @@ BASELINE_HEADS = ["optimizer", "data", "cell", "pairs", "diff", "95% CI of diff"
 
 
 def too_few_pairs(comparison: Comparison) -> str | None:
-    """Why some p-values are missing: with n pairs the smallest possible p is 2/2^n."""
+    """Why p-values are missing or cannot reach alpha: with n pairs the smallest possible p is 2/2^n, and
+    Holm's correction across m rows makes the smallest adjusted p m times that."""
     smallest = min((p.pairs for r in comparison.rows for p in r.paired.values()), default=0)
     if smallest and stats.min_p(smallest) > stats.ALPHA:
         return (
             f"p: with {smallest} paired seeds no test can reach p < {stats.ALPHA:g} (the smallest possible p is "
             f"{stats.min_p(smallest):.4f}), so none is given; run at least 6 seeds for a p-value."
+        )
+    family = max((sum(c in r.paired for r in comparison.rows) for c in comparison.columns), default=0)
+    if smallest and family * stats.min_p(smallest) > stats.ALPHA:
+        return (
+            f"p (Holm): with {smallest} paired seeds and {family} rows compared, no Holm-adjusted p can fall "
+            f"below {family * stats.min_p(smallest):.4f}, however large a difference: none is significant at "
+            f"{stats.ALPHA:g} after correction. Run at least {stats.pairs_needed(family)} seeds for that; "
+            "until then read the intervals of the differences."
         )
     return None
 

@@ -8,7 +8,7 @@ paired permutation test** (all 2^n sign flips of the per-seed differences): it t
 that the table shows, needs no normality, and unlike Wilcoxon's signed-rank test keeps the zero
 differences that quantised accuracies often produce. p-values are Holm-corrected across the rows compared
 with the baseline. With n pairs the smallest two-sided p is 2/2^n, so below 6 pairs no test can reach 0.05:
-then no p is given, only the reason.
+then no p is given, only the reason; and Holm across m rows cannot go below m * 2/2^n, which the table says.
 """
 
 from __future__ import annotations
@@ -38,6 +38,15 @@ def t_interval(values: list[float], level: float = LEVEL) -> tuple[float, float]
 def min_p(n_pairs: int) -> float:
     """The smallest two-sided p an exact paired permutation test can give with ``n_pairs`` pairs."""
     return 2.0 / 2**n_pairs if n_pairs else 1.0
+
+
+def pairs_needed(family: int) -> int:
+    """The fewest pairs with which a Holm-corrected p over ``family`` comparisons can reach ``ALPHA``
+    (Holm multiplies the smallest p by the family size)."""
+    n = 1
+    while family * min_p(n) > ALPHA:
+        n += 1
+    return n
 
 
 @dataclass

@@ -77,6 +77,13 @@ def test_rows_are_configurations_not_labels(record_store, capsys):
     labels = {r["optimizer"] for r in json.loads(capsys.readouterr().out)["rows"]}
     assert "adam (reruns)" in labels
 
+    baseline = "adam [data.subset=256]"
+    assert compare.main(["--tracking-uri", uri, "--sweep", "rec", "--no-log", "--baseline", baseline]) == 0
+    terminal = " ".join(capsys.readouterr().out.split())
+    assert "adam [data.subset=128]" in terminal and f"Paired difference to {baseline}" in terminal, (
+        "the terminal table shows what splits the rows (not eaten as rich markup)"
+    )
+
 
 def test_compare_never_creates_a_store(tmp_path, capsys):
     missing = tmp_path / "nowhere" / "mlflow.db"

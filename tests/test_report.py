@@ -111,6 +111,7 @@ def test_html_report_renders_in_chromium(sweep, tmp_path, capsys):
     text = page.read_text()
     for section in ("Paired difference to adam", "Learning curves", "Time to target", "Performance profiles", "<svg"):
         assert section in text
+    assert "no test can reach p &lt; 0.05" in text, "3 seeds: the page says why no p is given"
     if FASHION.exists():
         assert "Ranks across datasets" in text and "fashion_mnist" in text
     fetches = re.findall(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//|url\(\s*["']?(?:https?:)?//|@import""", text)

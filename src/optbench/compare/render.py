@@ -196,35 +196,35 @@ def markdown(comparison: Comparison) -> str:
 def terminal(comparison: Comparison) -> str:
     from rich import box
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     datasets = sorted({r.data for r in comparison.rows})
     console = Console(file=io.StringIO(), width=WIDTH, force_terminal=sys.stdout.isatty())
     for data in datasets:
         rows = [r for r in comparison.rows if r.data == data]
+        # Titles as lines of their own: rich would wrap a table's title to the (narrow) table's width.
         title = f"{data}: validation accuracy / loss by epoch, mean ±{INTERVAL} (aggregate: {comparison.aggregate})"
-        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+        console.print(title, markup=False)
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
         table.add_column("optimizer", justify="left", overflow="fold")
         table.add_column("n", justify="right")
         for column in comparison.columns:
             table.add_column(header(column), justify="right", no_wrap=True)
         for row in rows:
-            table.add_row(row.label, str(len(row.run_ids)), *(cell_text(row, c) for c in comparison.columns))
+            # escape: a label like "adam [data.subset=512]" is not rich markup
+            table.add_row(escape(row.label), str(len(row.run_ids)), *(cell_text(row, c) for c in comparison.columns))
             if row.reference:
                 refs = [reference_text(row, c) for c in comparison.columns]
                 table.add_row("  seed (gap)", "", *refs, style="dim")
         console.print(table)
     if comparison.baseline:
-        table = Table(
-            title=f"Paired difference to {comparison.baseline} ({TEST})",
-            title_justify="left",
-            box=box.SIMPLE_HEAD,
-            padding=(0, 1),
-        )
+        console.print(f"Paired difference to {comparison.baseline} ({TEST})", markup=False)
+        table = Table(box=box.SIMPLE_HEAD, padding=(0, 1))
         for h in BASELINE_HEADS:
             table.add_column(h, justify="left" if h in ("optimizer", "data", "cell") else "right", overflow="fold")
         for cells in baseline_rows(comparison):
-            table.add_row(*cells)
+            table.add_row(*map(escape, cells))
         console.print(table)
         if note := too_few_pairs(comparison):
             console.print(note, markup=False)

@@ -68,6 +68,8 @@ def build(comparison: Comparison, title: str, profile_level: float = 0.99) -> st
             f'<p class="note">{render.TEST}.</p>',
         ]
         parts.append(_table(render.BASELINE_HEADS, render.baseline_rows(comparison)))
+        if note := render.too_few_pairs(comparison):
+            parts.append(f'<p class="note">{html.escape(note)}</p>')
     parts += ["<h2>Learning curves</h2>", _svg(learning_curves(comparison))]
     targets, ratios = profiles(comparison, profile_level)
     if targets:

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -142,3 +143,31 @@ def start_server(args: list[str], env: dict, tmp_path: Path) -> tuple[subprocess
 def stop_server(proc: subprocess.Popen) -> None:
     os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=60)
+
+
+def wait_for_epoch(uri: str, epoch: int, proc: subprocess.Popen, timeout: float = 300) -> str:
+    """The id of the first run of ``uri`` that has logged ``epoch`` (``proc`` must still be running)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        try:
+            client, runs = runs_of(uri)
+        except Exception:  # the store may be mid-creation
+            runs = []
+        for run in runs:
+            if any(m.step >= epoch for m in client.get_metric_history(run.info.run_id, "val_acc")):
+                return run.info.run_id
+        time.sleep(0.5)
+    raise AssertionError("no epoch finished in time")
+
+
+def resume_args(data_root, uri, tmp_path, run_id, *extra):
+    """A resume names the run and where things are on this machine, nothing else."""
+    return [
+        f"data.root={data_root}",
+        f"logger.tracking_uri={uri}",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={tmp_path}/resumed",
+        f"resume={run_id}",
+        *extra,
+    ]

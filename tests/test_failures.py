@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import time
-
-import mlflow
 import pytest
 from hydra.errors import HydraException
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf.errors import OmegaConfBaseException
 
-from optbench import store
 from optbench.cli import compare
 from optbench.config import ConfigError, build, check_overrides
 from optbench.data import DataError
 
-from .helpers import compose_cfg, free_port, quick_args, run_cli, runs_of, start_cli, start_server, stop_server
+from .helpers import compose_cfg, free_port, quick_args, run_cli, runs_of, start_server, stop_server
 from .idx import write_fake_dataset
 
 
@@ -100,79 +94,6 @@ def test_divergence_fails_the_run_and_the_sweep_goes_on(data_root, tracking_uri,
     compare.main(["--tracking-uri", tracking_uri, "--sweep", "div", "--format", "markdown", "--no-log"])
     out = capsys.readouterr().out
     assert "DIVERGED — diverged" in out and out.count("| sgd |") == 1
-
-
-# -- interruption and resume ----------------------------------------------------------------------------
-def wait_for_epoch(uri: str, epoch: int, proc: subprocess.Popen, timeout: float = 300) -> str:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        try:
-            client, runs = runs_of(uri)
-        except Exception:  # the store may be mid-creation
-            runs = []
-        for run in runs:
-            if any(m.step >= epoch for m in client.get_metric_history(run.info.run_id, "val_acc")):
-                return run.info.run_id
-        time.sleep(0.5)
-    raise AssertionError("no epoch finished in time")
-
-
-def val_history(uri, run_id):
-    client = mlflow.MlflowClient(uri)
-    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, "val_loss"), key=lambda m: m.step)]
-
-
-def resume_args(data_root, uri, tmp_path, run_id, *extra):
-    """A resume names the run and where things are on this machine, nothing else."""
-    return [
-        f"data.root={data_root}",
-        f"logger.tracking_uri={uri}",
-        "trainer.enable_progress_bar=false",
-        f"hydra.run.dir={tmp_path}/resumed",
-        f"resume={run_id}",
-        *extra,
-    ]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
-def test_interrupt_then_resume_equals_uninterrupted(data_root, tmp_path, sig):
-    args = ["data.subset=3072", "trainer.max_epochs=4", "seed=5", "optimizer=adam"]
-    uri = f"sqlite:///{tmp_path / 'a.db'}"
-    proc = start_cli(*quick_args(data_root, uri, tmp_path, *args))
-    run_id = wait_for_epoch(uri, 1, proc)
-    proc.send_signal(sig)
-    proc.communicate(timeout=120)
-    assert proc.returncode != 0
-    client = mlflow.MlflowClient(uri)
-    killed = client.get_run(run_id)
-    assert killed.info.status == "KILLED" and killed.data.tags["failure_reason"] == "interrupted"
-    kept = val_history(uri, run_id)
-    assert kept and kept[0][0] == 1 and len(kept) < 4, "completed epochs are kept"
-    assert "last.ckpt" in {a.path.split("/")[-1] for a in client.list_artifacts(run_id, "last")}
-
-    proc = run_cli(*resume_args(data_root, uri, tmp_path, run_id))
-    assert "val_acc=nan" not in proc.stdout
-    resumed = client.get_run(run_id)
-    assert resumed.info.status == "FINISHED" and resumed.data.tags.get("resumed") == "true"
-    assert "failure_reason" not in resumed.data.tags, "no stale failure reason on a finished run"
-    assert len(client.get_metric_history(run_id, "total_time_s")) == 1
-    history = val_history(uri, run_id)
-    assert [step for step, _ in history] == [1, 2, 3, 4], "no duplicated or missing epoch"
-
-    straight_uri = f"sqlite:///{tmp_path / 'b.db'}"
-    run_cli(*quick_args(data_root, straight_uri, tmp_path, *args))
-    _, straight = runs_of(straight_uri)
-    assert history == val_history(straight_uri, straight[0].info.run_id), "resumed run equals an uninterrupted one"
-
-
-@pytest.mark.slow
-def test_resume_of_unknown_run_is_clear(data_root, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
-    store.prepare(uri, "optbench")  # the store exists, the run does not
-    proc = run_cli(f"logger.tracking_uri={uri}", "resume=deadbeef", f"hydra.run.dir={tmp_path}", check=False)
-    assert proc.returncode == 2 and "No run with id 'deadbeef'" in proc.stderr
 
 
 # -- concurrency -------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from optbench.model import SeedCNN
 from optbench.packed import pack_key, run_pack
 from optbench.packed.model import PackedSeedCNN
 
-from .helpers import histories, quick_args, run_cli, runs_of, start_cli, tiny_cfg
+from .helpers import histories, quick_args, resume_args, run_cli, runs_of, start_cli, tiny_cfg, wait_for_epoch
 
 SEED_TABLE = ("sgd", "sgd_momentum", "adagrad", "rmsprop", "adadelta", "adam")
 
@@ -144,8 +144,6 @@ def test_interrupt_then_resume_a_packed_run(data_root, tmp_path):
         data_root, uri, tmp_path, "optimizer=adam,sgd", "data.subset=3072", "trainer.max_epochs=4", "threads=1"
     )
     proc = start_cli("-m", "hydra/launcher=packed", *args)
-    from .test_failures import resume_args, wait_for_epoch
-
     wait_for_epoch(uri, 1, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)

@@ -1,0 +1,57 @@
+"""Interrupted runs end KILLED with their epochs kept, and resume to the numbers of an uninterrupted run."""
+
+from __future__ import annotations
+
+import signal
+
+import mlflow
+import pytest
+
+from optbench import store
+
+from .helpers import quick_args, resume_args, run_cli, runs_of, start_cli, wait_for_epoch
+
+pytestmark = pytest.mark.slow
+
+
+def val_history(uri, run_id):
+    client = mlflow.MlflowClient(uri)
+    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, "val_loss"), key=lambda m: m.step)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_interrupt_then_resume_equals_uninterrupted(data_root, tmp_path, sig):
+    args = ["data.subset=3072", "trainer.max_epochs=4", "seed=5", "optimizer=adam"]
+    uri = f"sqlite:///{tmp_path / 'a.db'}"
+    proc = start_cli(*quick_args(data_root, uri, tmp_path, *args))
+    run_id = wait_for_epoch(uri, 1, proc)
+    proc.send_signal(sig)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    client = mlflow.MlflowClient(uri)
+    killed = client.get_run(run_id)
+    assert killed.info.status == "KILLED" and killed.data.tags["failure_reason"] == "interrupted"
+    kept = val_history(uri, run_id)
+    assert kept and kept[0][0] == 1 and len(kept) < 4, "completed epochs are kept"
+    assert "last.ckpt" in {a.path.split("/")[-1] for a in client.list_artifacts(run_id, "last")}
+
+    proc = run_cli(*resume_args(data_root, uri, tmp_path, run_id))
+    assert "val_acc=nan" not in proc.stdout
+    resumed = client.get_run(run_id)
+    assert resumed.info.status == "FINISHED" and resumed.data.tags.get("resumed") == "true"
+    assert "failure_reason" not in resumed.data.tags, "no stale failure reason on a finished run"
+    assert len(client.get_metric_history(run_id, "total_time_s")) == 1
+    history = val_history(uri, run_id)
+    assert [step for step, _ in history] == [1, 2, 3, 4], "no duplicated or missing epoch"
+
+    straight_uri = f"sqlite:///{tmp_path / 'b.db'}"
+    run_cli(*quick_args(data_root, straight_uri, tmp_path, *args))
+    _, straight = runs_of(straight_uri)
+    assert history == val_history(straight_uri, straight[0].info.run_id), "resumed run equals an uninterrupted one"
+
+
+def test_resume_of_unknown_run_is_clear(data_root, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    store.prepare(uri, "optbench")  # the store exists, the run does not
+    proc = run_cli(f"logger.tracking_uri={uri}", "resume=deadbeef", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode == 2 and "No run with id 'deadbeef'" in proc.stderr

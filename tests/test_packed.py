@@ -103,6 +103,7 @@ def test_one_diverging_replica_fails_alone(data_root, tmp_path):
     client = mlflow.MlflowClient(uri)
     failed = client.get_run(results[0].run_id)
     assert failed.info.status == "FAILED" and failed.data.tags["failure_reason"] == "diverged"
+    assert "Lower optimizer.lr" in failed.data.tags["failure_detail"], "the detail an unpacked run logs"
     assert [s for s, _ in histories(client, results[1].run_id)["val_acc"]] == [1, 2], "the other replica went on"
 
 

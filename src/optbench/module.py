@@ -35,6 +35,11 @@ class DivergenceError(RuntimeError):
         )
 
 
+def check_finite_every(configured: int | None, device: torch.device) -> int:
+    """Steps between reads of the on-device divergence record: 1 on CPU, where reads are free, else 100."""
+    return configured or (1 if device.type == "cpu" else 100)
+
+
 def epoch_sums() -> MetricCollection:
     def total() -> SumMetric:
         return SumMetric(nan_strategy="disable").set_dtype(torch.float64)  # NaN must show, not be dropped
@@ -109,8 +114,7 @@ class ClassifierModule(pl.LightningModule):
         first = self._first_nonfinite
         take = ~torch.isfinite(step_loss) & torch.isnan(first[0])
         self._first_nonfinite = torch.where(take, torch.stack([self._step, step_loss.double()]), first)
-        every = self.check_finite_every_n_steps or (1 if step_loss.device.type == "cpu" else 100)
-        if (self.global_step + 1) % every == 0:
+        if (self.global_step + 1) % check_finite_every(self.check_finite_every_n_steps, step_loss.device) == 0:
             self._raise_if_loss_diverged()
 
     def _raise_if_loss_diverged(self) -> None:

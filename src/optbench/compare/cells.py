@@ -153,9 +153,10 @@ def final_mean(row: Row, metric: str = "val_acc") -> float:
 def ranks(comparison: Comparison, metric: str = "val_acc") -> dict[str, dict[str, int]]:
     """label → data → rank of its final mean ``metric`` (1 = best) among the rows of that data."""
     out: dict[str, dict[str, int]] = {}
+    finals = {id(r): final_mean(r, metric) for r in comparison.rows}
     for data in sorted({r.data for r in comparison.rows}):
-        rows = [r for r in comparison.rows if r.data == data and not math.isnan(final_mean(r, metric))]
-        rows.sort(key=lambda r: final_mean(r, metric), reverse=HIGHER_IS_BETTER.get(metric, False))
+        rows = [r for r in comparison.rows if r.data == data and not math.isnan(finals[id(r)])]
+        rows.sort(key=lambda r: finals[id(r)], reverse=HIGHER_IS_BETTER.get(metric, False))
         for rank, row in enumerate(rows, start=1):
             out.setdefault(base_label(row), {})[data] = rank
     return out

@@ -16,6 +16,7 @@ from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig
 
 from .. import provenance, restore, store, tracking
+from ..module import DivergenceError
 from ..pipeline import flatten
 
 FORMAT = "optbench-packed-replica"
@@ -99,7 +100,7 @@ class PackedRun:
         self.client.set_terminated(self.run_id, status)
 
     def fail_diverged(self, epoch: int, step: int, value: float, what: str) -> None:
-        message = f"Training diverged: the {what} became {value} at epoch {epoch}, step {step}."
+        message = str(DivergenceError(epoch, step, value, what))  # the failure_detail an unpacked run logs
         print(f"[optbench] run {self.run_id}: {message}", flush=True)
         self.log({"diverged_epoch": epoch, "diverged_step": step}, epoch)
         self.end("FAILED", failure_reason="diverged", diverged_epoch=epoch, diverged_step=step, failure_detail=message)

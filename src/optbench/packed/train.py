@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from .. import config, runtime, tracking
 from ..data import InMemoryBatches
+from ..module import check_finite_every
 from ..pipeline import RunResult, flatten
 from .model import PackedSeedCNN
 from .records import PackedRun, checkpoint_payload, load_checkpoint
@@ -133,7 +134,7 @@ def run_pack(
     batch, micro = first.data.batch_size, first.model.get("micro_batch_size")
     epochs = first.trainer.max_epochs
     limit = first.trainer.get("limit_train_batches")
-    check_every = first.model.get("check_finite_every_n_steps") or (1 if device.type == "cpu" else 100)
+    check_every = check_finite_every(first.model.get("check_finite_every_n_steps"), device)
     hold = tracking.SignalHold()
     clock = time.perf_counter()
     try:

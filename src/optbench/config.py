@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from . import graphs
 from .optim import BaseOptimizer
 
 CONFIG_MODULE = "optbench.conf"
@@ -100,14 +101,15 @@ def validate(cfg: DictConfig) -> None:
     if threads is not None and (not _is_int(threads) or threads < 1):
         raise ConfigError(f"Invalid threads={threads!r}; give a positive integer, or null for the usable cores.")
     if cfg.trainer.get("cuda_graph"):
-        where = (
-            "this run trains on the CPU (CUDA graphs capture CUDA kernels; use trainer=gpu)"
-            if device_of(cfg).type == "cpu"
-            else (
-                "this version has no CUDA-graph path: no GPU was available to develop and measure it (docs/benchmarks.md)"
+        try:
+            graphs.recorder(device_of(cfg))
+        except ValueError as err:
+            raise ConfigError(f"Invalid trainer.cuda_graph=true: {err}.") from None
+        if cfg.trainer.get("strategy") or cfg.trainer.get("devices", 1) != 1 or cfg.trainer.get("num_nodes", 1) != 1:
+            raise ConfigError(
+                "Invalid trainer.cuda_graph=true with several devices: a recorded step would hold DDP's gradient "
+                "all-reduce; record single-device runs (trainer=gpu) or packed sweeps."
             )
-        )
-        raise ConfigError(f"Invalid trainer.cuda_graph=true: {where}.")
 
 
 OURS = {"trainer": ("cuda_graph",)}  # keys of a group that optbench reads and its _target_ does not take
@@ -132,7 +134,9 @@ def build(cfg: DictConfig):
     validate(cfg)
     try:
         datamodule = instantiate_group(cfg, "data")
-        module = instantiate_group(cfg, "model", optimizer=instantiate_group(cfg, "optimizer"))
+        module = instantiate_group(
+            cfg, "model", optimizer=instantiate_group(cfg, "optimizer"), cuda_graph=bool(cfg.trainer.get("cuda_graph"))
+        )
         try:
             optimizer = module.configure_optimizers()
         except (TypeError, ValueError) as err:

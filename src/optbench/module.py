@@ -5,8 +5,12 @@ GD over 60k samples) is split into chunks whose gradients are accumulated with w
 ``len(chunk)/len(batch)``, so the step is the exact full-batch gradient while only one chunk's
 activations are alive at a time.
 
-Loss·n, correct predictions and n are summed in float64 by torchmetrics and reduced across DDP ranks
-once per epoch, so ``val_acc`` is exactly correct/n over every sample, whatever the world size.
+Loss·n, correct predictions and n are summed in float64 on the device, in place (so a recorded CUDA
+graph keeps adding to the same sums), and reduced across DDP ranks once per epoch, so ``val_acc`` is
+exactly correct/n over every sample, whatever the world size.
+
+``cuda_graph=True`` records the step once (``graphs.GraphedStep``) and replays it: the optimizer is built
+``capturable`` and gradients keep their tensors between steps.
 """
 
 from __future__ import annotations
@@ -18,10 +22,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.aggregation import SumMetric
 
-SPLITS = ("train", "val", "test")
+from . import graphs
 
 
 class DivergenceError(RuntimeError):
@@ -40,13 +42,6 @@ def check_finite_every(configured: int | None, device: torch.device) -> int:
     return configured or (1 if device.type == "cpu" else 100)
 
 
-def epoch_sums() -> MetricCollection:
-    def total() -> SumMetric:
-        return SumMetric(nan_strategy="disable").set_dtype(torch.float64)  # NaN must show, not be dropped
-
-    return MetricCollection({"loss": total(), "correct": total(), "count": total()}, compute_groups=False)
-
-
 class ClassifierModule(pl.LightningModule):
     def __init__(
         self,
@@ -54,6 +49,7 @@ class ClassifierModule(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         micro_batch_size: int | None = 4096,
         check_finite_every_n_steps: int | None = None,
+        cuda_graph: bool = False,
     ):
         super().__init__()
         for key, value in (
@@ -67,7 +63,9 @@ class ClassifierModule(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.micro_batch_size = micro_batch_size
         self.check_finite_every_n_steps = check_finite_every_n_steps
-        self.sums = nn.ModuleDict({f"{split}_sums": epoch_sums() for split in SPLITS})  # "train" is taken
+        self.cuda_graph = cuda_graph
+        self._graphed: graphs.GraphedStep | None = None
+        self._running: dict[str, torch.Tensor] = {}  # split → (loss·n, correct, n) of this epoch, on the device
         self.epoch_metrics: dict[str, float] = {}
         self._first_nonfinite: torch.Tensor | None = None  # (step, loss) of the first bad step, on the device
         self._summarized_epoch = -1
@@ -85,22 +83,24 @@ class ClassifierModule(pl.LightningModule):
             torch.set_rng_state(checkpoint["torch_rng_state"])
 
     def configure_optimizers(self):
-        return self.optimizer_factory(self.parameters())
+        return self.optimizer_factory(self.parameters(), **({"capturable": True} if self.cuda_graph else {}))
 
     # -- metrics -----------------------------------------------------------------------------
     def _accumulate(self, split: str, loss_sum: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        sums = self.sums[f"{split}_sums"]
-        sums["loss"].update(loss_sum.detach())
-        sums["correct"].update((logits.argmax(1) == y).sum())
-        sums["count"].update(len(y))
+        running = self._running.get(split)
+        if running is None:  # a plain attribute, not a buffer: DDP would broadcast rank 0's buffers
+            running = self._running[split] = torch.zeros(3, dtype=torch.float64, device=y.device)
+        running[0] += loss_sum.detach()
+        running[1] += (logits.argmax(1) == y).sum()
+        running[2] += len(y)
 
     def _publish(self, split: str) -> None:
         """Reduce a split's sums over all ranks (collective), keep them for tracking, show them on the bar."""
-        sums = self.sums[f"{split}_sums"]
-        if sums["count"].update_count == 0:
+        running = self._running.get(split)
+        if running is None:
             return
-        loss, correct, n = (sums[k].compute().item() for k in ("loss", "correct", "count"))
-        sums.reset()
+        loss, correct, n = self.trainer.strategy.reduce(running.clone(), reduce_op="sum").tolist()
+        running.zero_()
         metrics = {f"{split}_loss": loss / n, f"{split}_acc": correct / n}
         self.epoch_metrics.update(metrics)
         self.log_dict(metrics, prog_bar=True, logger=False, rank_zero_only=True)
@@ -113,9 +113,7 @@ class ClassifierModule(pl.LightningModule):
         self._step += 1
         first = self._first_nonfinite
         take = ~torch.isfinite(step_loss) & torch.isnan(first[0])
-        self._first_nonfinite = torch.where(take, torch.stack([self._step, step_loss.double()]), first)
-        if (self.global_step + 1) % check_finite_every(self.check_finite_every_n_steps, step_loss.device) == 0:
-            self._raise_if_loss_diverged()
+        first.copy_(torch.where(take, torch.stack([self._step, step_loss.double()]), first))
 
     def _raise_if_loss_diverged(self) -> None:
         if self._first_nonfinite is not None:
@@ -139,9 +137,32 @@ class ClassifierModule(pl.LightningModule):
 
     # -- loops ---------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
-        images, labels = batch
         opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)
+        if not (self.cuda_graph and self._graphed_step(opt, *batch)):
+            opt.zero_grad(set_to_none=not self.cuda_graph)  # a recorded step keeps the gradients' tensors
+            self._forward_backward(*batch)
+            opt.step()
+        if self.global_step % check_finite_every(self.check_finite_every_n_steps, self.device) == 0:
+            self._raise_if_loss_diverged()
+
+    def _graphed_step(self, opt, images: torch.Tensor, labels: torch.Tensor) -> bool:
+        """The step through ``GraphedStep``; False for a batch it does not take (then it runs eagerly)."""
+        if self._graphed is None:
+
+            def step(x: torch.Tensor, y: torch.Tensor) -> None:
+                opt.optimizer.zero_grad(set_to_none=False)
+                self._forward_backward(x, y)
+                opt.optimizer.step()
+
+            self._graphed = graphs.GraphedStep(step, (images, labels), graphs.recorder(images.device))
+        if not self._graphed(images, labels):
+            return False
+        # Lightning counts manual steps inside LightningOptimizer.step, which a recorded step bypasses.
+        opt._on_before_step()
+        opt._on_after_step()
+        return True
+
+    def _forward_backward(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         n = len(labels)
         chunk = self.micro_batch_size or n
         step_loss = 0.0
@@ -152,7 +173,6 @@ class ClassifierModule(pl.LightningModule):
             self._accumulate("train", loss_sum, logits, y)
             step_loss = loss_sum.detach() + step_loss
         self._watch(step_loss / n)
-        opt.step()
 
     def validation_step(self, batch, batch_idx):
         self._eval_step("val", batch)

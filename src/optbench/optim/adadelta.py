@@ -26,13 +26,14 @@ class Adadelta(BaseOptimizer):
         weight_decay: float = 0.0,
         decoupled_weight_decay: bool = False,
         foreach: bool | None = None,
+        capturable: bool = False,
     ):
         check_common(lr, weight_decay, eps)
         check(0.0 <= rho <= 1.0, f"Invalid rho={rho}; it must be in [0, 1].")
         defaults = dict(
             lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, decoupled_weight_decay=decoupled_weight_decay
         )
-        super().__init__(params, defaults, foreach)
+        super().__init__(params, defaults, foreach, capturable)
 
     def _init_state(self, group, p, state):
         state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import torch
 
-from .base import BaseOptimizer, apply_weight_decay_foreach, apply_weight_decay_single, check, check_common
+from .base import (
+    BaseOptimizer,
+    addcdiv_scaled_foreach,
+    addcdiv_scaled_single,
+    apply_weight_decay_foreach,
+    apply_weight_decay_single,
+    check,
+    check_common,
+)
 
 
 class Adagrad(BaseOptimizer):
@@ -24,6 +32,7 @@ class Adagrad(BaseOptimizer):
         eps_inside_sqrt: bool = False,
         decoupled_weight_decay: bool = False,
         foreach: bool | None = None,
+        capturable: bool = False,
     ):
         check_common(lr, weight_decay, eps)
         check(lr_decay >= 0.0, f"Invalid lr_decay={lr_decay}; it must be >= 0.")
@@ -40,7 +49,7 @@ class Adagrad(BaseOptimizer):
             eps_inside_sqrt=eps_inside_sqrt,
             decoupled_weight_decay=decoupled_weight_decay,
         )
-        super().__init__(params, defaults, foreach)
+        super().__init__(params, defaults, foreach, capturable)
 
     def _init_state(self, group, p, state):
         state["sum"] = torch.full_like(p, group["initial_accumulator_value"], memory_format=torch.preserve_format)
@@ -57,7 +66,7 @@ class Adagrad(BaseOptimizer):
             denom = s.add(group["eps"]).sqrt_()
         else:
             denom = s.sqrt().add_(group["eps"])
-        p.addcdiv_(grad, denom, value=-self._clr(group, state["step"]))
+        addcdiv_scaled_single(p, grad, denom, -self._clr(group, state["step"]))
 
     def _update_foreach(self, group, params, grads, states):
         grads = apply_weight_decay_foreach(group, params, grads)
@@ -69,4 +78,4 @@ class Adagrad(BaseOptimizer):
         else:
             denom = torch._foreach_sqrt(sums)
             torch._foreach_add_(denom, group["eps"])
-        torch._foreach_addcdiv_(params, grads, denom, [-self._clr(group, s["step"]) for s in states])
+        addcdiv_scaled_foreach(params, grads, denom, [-self._clr(group, s["step"]) for s in states])

@@ -13,7 +13,15 @@ import math
 
 import torch
 
-from .base import BaseOptimizer, apply_weight_decay_foreach, apply_weight_decay_single, check, check_common
+from .base import (
+    BaseOptimizer,
+    addcdiv_scaled_foreach,
+    addcdiv_scaled_single,
+    apply_weight_decay_foreach,
+    apply_weight_decay_single,
+    check,
+    check_common,
+)
 
 
 class Adam(BaseOptimizer):
@@ -28,6 +36,7 @@ class Adam(BaseOptimizer):
         epsilon_hat: bool = False,
         decoupled_weight_decay: bool = False,
         foreach: bool | None = None,
+        capturable: bool = False,
     ):
         check_common(lr, weight_decay, eps)
         betas = tuple(betas)
@@ -43,7 +52,7 @@ class Adam(BaseOptimizer):
             epsilon_hat=epsilon_hat,
             decoupled_weight_decay=decoupled_weight_decay,
         )
-        super().__init__(params, defaults, foreach)
+        super().__init__(params, defaults, foreach, capturable)
 
     def _init_state(self, group, p, state):
         state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -53,10 +62,11 @@ class Adam(BaseOptimizer):
 
     @staticmethod
     def _corrections(group, step):
-        """(step size, divisor of √v) for this step under the group's ε convention."""
+        """(step size, divisor of √v) for this step under the group's ε convention (tensors for a tensor step)."""
         beta1, beta2 = group["betas"]
         bc1 = 1 - beta1**step
-        bc2_sqrt = math.sqrt(1 - beta2**step)
+        bc2 = 1 - beta2**step
+        bc2_sqrt = bc2.sqrt() if isinstance(bc2, torch.Tensor) else math.sqrt(bc2)
         if group["epsilon_hat"]:
             return group["lr"] * bc2_sqrt / bc1, 1.0
         return group["lr"] / bc1, bc2_sqrt
@@ -72,7 +82,7 @@ class Adam(BaseOptimizer):
             v = state["max_exp_avg_sq"]
         step_size, sqrt_div = self._corrections(group, state["step"])
         denom = (v.sqrt() / sqrt_div).add_(group["eps"])
-        p.addcdiv_(m, denom, value=-step_size)
+        addcdiv_scaled_single(p, m, denom, -step_size)
 
     def _update_foreach(self, group, params, grads, states):
         grads = apply_weight_decay_foreach(group, params, grads)
@@ -91,4 +101,4 @@ class Adam(BaseOptimizer):
         if not group["epsilon_hat"]:
             torch._foreach_div_(denom, [c[1] for c in corrections])
         torch._foreach_add_(denom, group["eps"])
-        torch._foreach_addcdiv_(params, ms, denom, [-c[0] for c in corrections])
+        addcdiv_scaled_foreach(params, ms, denom, [-c[0] for c in corrections])

@@ -3,6 +3,11 @@
 Each subclass writes its update rule twice: ``_update_single`` for one tensor at a
 time (readable, the reference) and ``_update_foreach`` over lists of tensors with
 ``torch._foreach_*`` kernels (one launch per op for the whole group).
+
+``capturable=True`` (what ``trainer.cuda_graph`` asks for) keeps each step counter as a tensor on the
+parameter's device and derives the step-dependent scalars (Adam's bias corrections, Adagrad's decayed
+rate) from it with tensor ops, so a step recorded once in a CUDA graph stays right on every replay and
+never reads a value back to the host.
 """
 
 from __future__ import annotations
@@ -38,14 +43,15 @@ class BaseOptimizer(Optimizer):
     one device and dtype and none is sparse, which is always the case for the seed CNN.
     """
 
-    def __init__(self, params, defaults: dict[str, Any], foreach: bool | None = None):
-        defaults = dict(defaults, foreach=foreach)
+    def __init__(self, params, defaults: dict[str, Any], foreach: bool | None = None, capturable: bool = False):
+        defaults = dict(defaults, foreach=foreach, capturable=capturable)
         super().__init__(params, defaults)
 
     def __setstate__(self, state):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("foreach", None)
+            group.setdefault("capturable", False)
 
     # Subclasses implement these three.
     def _init_state(self, group: dict, p: torch.Tensor, state: dict) -> None:
@@ -82,10 +88,14 @@ class BaseOptimizer(Optimizer):
             for p in params:
                 state = self.state[p]
                 if not state:
-                    state["step"] = 0
+                    state["step"] = torch.zeros((), device=p.device) if group["capturable"] else 0
                     self._init_state(group, p, state)
-                state["step"] += 1
                 states.append(state)
+            if group["capturable"]:
+                torch._foreach_add_([s["step"] for s in states], 1)
+            else:
+                for state in states:
+                    state["step"] += 1
             grads = [p.grad for p in params]
             if self.uses_foreach(group, params):
                 self._update_foreach(group, params, grads, states)
@@ -114,3 +124,19 @@ def apply_weight_decay_foreach(group: dict, params: list, grads: list) -> list:
         torch._foreach_mul_(params, 1 - group["lr"] * wd)
         return grads
     return torch._foreach_add(grads, params, alpha=wd)
+
+
+def addcdiv_scaled_single(p: torch.Tensor, num: torch.Tensor, denom: torch.Tensor, scale) -> None:
+    """``p += scale · num / denom`` for a Python scale, or a device tensor one (capturable); clobbers ``denom``."""
+    if isinstance(scale, torch.Tensor):
+        p.addcdiv_(num, denom.div_(scale))
+    else:
+        p.addcdiv_(num, denom, value=scale)
+
+
+def addcdiv_scaled_foreach(params: list, nums: list, denoms: list, scales: list) -> None:
+    if isinstance(scales[0], torch.Tensor):
+        torch._foreach_div_(denoms, scales)
+        torch._foreach_addcdiv_(params, nums, denoms)
+    else:
+        torch._foreach_addcdiv_(params, nums, denoms, scales)

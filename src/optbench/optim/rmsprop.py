@@ -28,6 +28,7 @@ class RMSprop(BaseOptimizer):
         eps_inside_sqrt: bool = False,
         decoupled_weight_decay: bool = False,
         foreach: bool | None = None,
+        capturable: bool = False,
     ):
         check_common(lr, weight_decay, eps)
         check(0.0 <= alpha < 1.0, f"Invalid alpha={alpha} (the decay rho of Keras); it must be in [0, 1).")
@@ -42,7 +43,7 @@ class RMSprop(BaseOptimizer):
             eps_inside_sqrt=eps_inside_sqrt,
             decoupled_weight_decay=decoupled_weight_decay,
         )
-        super().__init__(params, defaults, foreach)
+        super().__init__(params, defaults, foreach, capturable)
 
     def _init_state(self, group, p, state):
         state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)

@@ -22,6 +22,7 @@ class Rprop(BaseOptimizer):
         etas: tuple[float, float] = (0.5, 1.2),
         step_sizes: tuple[float, float] = (1e-6, 50.0),
         foreach: bool | None = None,
+        capturable: bool = False,
     ):
         check(lr >= 0.0, f"Invalid learning rate: lr={lr}; it must be >= 0 (it is Rprop's initial step).")
         etaminus, etaplus = etas
@@ -31,7 +32,7 @@ class Rprop(BaseOptimizer):
             f"Invalid step_sizes={tuple(step_sizes)}; need 0 < min <= max.",
         )
         defaults = dict(lr=lr, etas=tuple(etas), step_sizes=tuple(step_sizes))
-        super().__init__(params, defaults, foreach)
+        super().__init__(params, defaults, foreach, capturable)
 
     def _init_state(self, group, p, state):
         state["prev"] = torch.zeros_like(p, memory_format=torch.preserve_format)

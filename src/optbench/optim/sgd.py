@@ -26,6 +26,7 @@ class SGD(BaseOptimizer):
         weight_decay: float = 0.0,
         decoupled_weight_decay: bool = False,
         foreach: bool | None = None,
+        capturable: bool = False,
     ):
         check_common(lr, weight_decay)
         check(momentum >= 0.0, f"Invalid momentum={momentum}; it must be >= 0 (0 disables momentum).")
@@ -42,7 +43,7 @@ class SGD(BaseOptimizer):
             weight_decay=weight_decay,
             decoupled_weight_decay=decoupled_weight_decay,
         )
-        super().__init__(params, defaults, foreach)
+        super().__init__(params, defaults, foreach, capturable)
 
     def _init_state(self, group, p, state):
         if group["momentum"] != 0:

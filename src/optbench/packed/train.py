@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from .. import config, runtime, tracking
+from .. import config, graphs, runtime, tracking
 from ..data import InMemoryBatches
 from ..module import check_finite_every
 from ..pipeline import RunResult, flatten
@@ -50,7 +50,9 @@ class Replica:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def build(cfgs: list[DictConfig], device: torch.device) -> tuple[PackedSeedCNN, list[Replica], object]:
+def build(
+    cfgs: list[DictConfig], device: torch.device, capturable: bool = False
+) -> tuple[PackedSeedCNN, list[Replica], object]:
     """Each replica seeded as a single run is: the same initial weights and the same dropout stream."""
     nets, generators, datamodule = [], [], None
     for cfg in cfgs:
@@ -65,7 +67,7 @@ def build(cfgs: list[DictConfig], device: torch.device) -> tuple[PackedSeedCNN, 
             generators.append(torch.Generator().set_state(torch.get_rng_state()))
     model = PackedSeedCNN(nets, generators).to(device)
     replicas = [
-        Replica(cfg, None, g, instantiate(cfg.optimizer)(model.replica(k)), cfg.seed)
+        Replica(cfg, None, g, instantiate(cfg.optimizer)(model.replica(k), capturable=capturable), cfg.seed)
         for k, (cfg, g) in enumerate(zip(cfgs, generators, strict=True))
     ]
     return model, replicas, datamodule
@@ -117,7 +119,8 @@ def run_pack(
     threads, _ = runtime.configure(
         first.get("threads"), bool(first.get("deterministic")), first.get("malloc_tuning", True)
     )
-    model, replicas, datamodule = build(cfgs, device)
+    cuda_graph = bool(first.trainer.get("cuda_graph"))
+    model, replicas, datamodule = build(cfgs, device, capturable=cuda_graph)
     datamodule.prepare_data()
     datamodule.setup()
     pack = uuid.uuid4().hex[:12]
@@ -135,6 +138,22 @@ def run_pack(
     epochs = first.trainer.max_epochs
     limit = first.trainer.get("limit_train_batches")
     check_every = check_finite_every(first.model.get("check_finite_every_n_steps"), device)
+    sums = torch.zeros(len(replicas), 3, dtype=torch.float64, device=device)  # this epoch's, updated in place
+    bad = torch.zeros(len(replicas), dtype=torch.bool, device=device)
+
+    def train_step(images: torch.Tensor, labels: torch.Tensor) -> None:
+        model.zero_grad(set_to_none=not cuda_graph)  # a recorded step keeps the gradients' tensors
+        step_sums = _sums(model, images, labels, micro, train=True)
+        sums.add_(step_sums)
+        bad.logical_or_(~torch.isfinite(step_sums[:, 0]))
+        for k, replica in enumerate(replicas):
+            if replica.status == "RUNNING":
+                for view, grad in zip(replica.optimizer.param_groups[0]["params"], model.replica_grads(k), strict=True):
+                    view.grad = grad
+                replica.optimizer.step()
+
+    graphed: graphs.GraphedStep | None = None
+    generators = [r.generator for r in replicas] if device.type == "cuda" else []
     hold = tracking.SignalHold()
     clock = time.perf_counter()
     try:
@@ -145,27 +164,24 @@ def run_pack(
                 iter(InMemoryBatches(train_x, train_y, batch, True, seed=r.seed, epoch=lambda e=epoch: e))
                 for r in replicas
             ]
-            sums = torch.zeros(len(replicas), 3, dtype=torch.float64, device=device)
-            bad = torch.zeros(len(replicas), dtype=torch.bool, device=device)
+            sums.zero_()
+            bad.zero_()
             for step, batches in enumerate(zip(*orders, strict=True)):
                 if limit is not None and step >= limit:
                     break
                 images, labels = torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
-                model.zero_grad(set_to_none=True)
-                step_sums = _sums(model, images, labels, micro, train=True)
-                sums += step_sums
-                bad |= ~torch.isfinite(step_sums[:, 0])
-                if (steps_done + step + 1) % check_every == 0:
-                    diverged(replicas, bad, epoch, steps_done + step + 1)
-                for k, replica in enumerate(replicas):
-                    if replica.status == "RUNNING":
-                        for view, grad in zip(
-                            replica.optimizer.param_groups[0]["params"], model.replica_grads(k), strict=True
-                        ):
-                            view.grad = grad
-                        replica.optimizer.step()
+                if cuda_graph and graphed is None:
+                    graphed = graphs.GraphedStep(train_step, (images, labels), graphs.recorder(device), generators)
+                if not (graphed and graphed(images, labels)):
+                    train_step(images, labels)
+                ended = (steps_done + step + 1) % check_every == 0 and diverged(
+                    replicas, bad, epoch, steps_done + step + 1
+                )
+                if ended and graphed:
+                    graphed.reset()  # the recorded step still holds the ended runs' optimizer steps
             steps_done += step + 1 if limit is None else min(step + 1, limit)
-            diverged(replicas, bad, epoch, steps_done)
+            if diverged(replicas, bad, epoch, steps_done) and graphed:
+                graphed.reset()
             val = evaluate(model, val_x, val_y, first.data.eval_batch_size)
             seconds = time.perf_counter() - epoch_start
             hold.hold()  # an epoch's metrics and checkpoints are written together or not at all
@@ -179,6 +195,8 @@ def run_pack(
                     what = "validation loss" if params_finite else "value of a parameter"
                     replica.run.fail_diverged(epoch + 1, steps_done, metrics["val_loss"], what)
                     replica.status = "FAILED"
+                    if graphed:
+                        graphed.reset()
                     continue
                 replica.metrics = metrics
                 replica.run.log_epoch(epoch + 1, steps_done, metrics, seconds)
@@ -206,9 +224,12 @@ def run_pack(
     return results
 
 
-def diverged(replicas: list[Replica], bad: torch.Tensor, epoch: int, step: int) -> None:
-    """End the runs whose training loss became non-finite (read from the device every N steps)."""
+def diverged(replicas: list[Replica], bad: torch.Tensor, epoch: int, step: int) -> bool:
+    """End the runs whose training loss became non-finite (read from the device every N steps); any ended?"""
+    ended = False
     for k in torch.nonzero(bad).flatten().tolist():
         if replicas[k].status == "RUNNING":
             replicas[k].run.fail_diverged(epoch + 1, step, math.nan, "training loss")
             replicas[k].status = "FAILED"
+            ended = True
+    return ended

@@ -4,15 +4,17 @@
 
 For the same number of steps on the real MNIST (batch 64), alternating, repeated:
   reference        the seed CNN as a plain nn.Sequential in the Keras order, data in memory as float
-                   tensors, torch.optim.Adam's default implementation, loss.item() per step;
+                   tensors, torch.optim.Adam's default implementation, the loss summed on the device;
   pipeline (on)    optbench as `optbench-train` runs it: Lightning, our Adam, MLflow tracking to a
                    temporary store (checkpoint and system metrics included), default config;
-  pipeline (off)   the same without the logger, for the tracking overhead;
-  reference+malloc the reference with optbench's allocator setting, to show what that setting alone buys.
+  pipeline (off)   the same without the logger, for the tracking overhead (CPU);
+  reference+malloc the reference with optbench's allocator setting, to show what that setting alone buys (CPU);
+  reference (graph) the reference with its whole step captured in a CUDA graph, capturable Adam (CUDA);
+  pipeline (graph) the pipeline with trainer.cuda_graph=true (CUDA).
 Each measurement runs in a fresh worker process started by this one, so process-wide settings
 (threads, the C allocator) of one never leak into the next. Prints ms/step (median over repeats),
 samples/s, tracking overhead, the time to evaluate the 10k test set, peak RSS, and last
-`ratio pipeline/reference = X.XX` (median of the per-repeat ratios).
+`ratio pipeline/reference = X.XX` (median of the per-repeat ratios; on CUDA also the CUDA-graph ratio).
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def reference_loop(data_root: str, steps: int, device: torch.device, malloc: bool) -> dict:
-    """Seconds per step of the plain loop (after WARMUP steps)."""
+def reference_loop(data_root: str, steps: int, device: torch.device, malloc: bool, graph: bool = False) -> dict:
+    """Seconds per step of the plain loop (after WARMUP steps); ``graph``: each step a CUDA-graph replay."""
     from torch import nn
 
     from optbench import runtime
@@ -57,23 +59,46 @@ def reference_loop(data_root: str, steps: int, device: torch.device, malloc: boo
         nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
         nn.Linear(5408, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 10),
     ).to(device)  # fmt: skip
-    opt = torch.optim.Adam(model.parameters())
+    opt = torch.optim.Adam(model.parameters(), capturable=graph)
     x_all = (images.unsqueeze(1).float() / 255.0).to(device)
     y_all = labels.to(device)
     order = torch.randperm(len(y_all), device=device)
-    running = 0.0
+    static_x, static_y = x_all[:64].clone(), y_all[:64].clone()
+    running = torch.zeros((), device=device)
+
+    def step():
+        opt.zero_grad(set_to_none=False)
+        loss = F.cross_entropy(model(static_x), static_y)
+        loss.backward()
+        opt.step()
+        running.add_(loss.detach())
+
+    replay = None
     for i in range(steps + WARMUP):
         if i == WARMUP:
             sync(device)
             start = time.perf_counter()
         idx = order[(i * 64) % (len(order) - 64) :][:64]
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
-        loss.backward()
-        opt.step()
-        running += loss.item()
+        static_x.copy_(x_all[idx])
+        static_y.copy_(y_all[idx])
+        if replay is not None:
+            replay()
+        elif graph and i == 3:  # after 3 warm-up steps on a side stream, as CUDA graph capture wants
+            cuda_graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(cuda_graph):
+                step()
+            replay = cuda_graph.replay
+            replay()
+        elif graph:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                step()
+            torch.cuda.current_stream().wait_stream(side)
+        else:
+            step()
     sync(device)
-    return {"step_s": (time.perf_counter() - start) / steps}
+    return {"step_s": (time.perf_counter() - start) / steps, "loss": running.item() / (steps + WARMUP)}
 
 
 def timed(obj, name: str, spent: dict[str, float]) -> None:
@@ -154,10 +179,12 @@ def pipeline(
 def worker(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     if args.worker.startswith("reference"):
-        result = reference_loop(args.data_root, args.steps, device, malloc=args.worker == "reference+malloc")
+        malloc, graph = args.worker == "reference+malloc", args.worker == "reference-graph"
+        result = reference_loop(args.data_root, args.steps, device, malloc, graph)
     else:
-        on = args.worker == "pipeline-on"
-        result = pipeline(args.data_root, args.store, args.steps, device, on, args.overrides, args.profile)
+        on = args.worker in ("pipeline-on", "pipeline-graph")
+        extra = [*args.overrides, *(["trainer.cuda_graph=true"] if args.worker == "pipeline-graph" else [])]
+        result = pipeline(args.data_root, args.store, args.steps, device, on, extra, args.profile)
     result["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["threads"] = torch.get_num_threads()
     print("RESULT " + json.dumps(result), flush=True)
@@ -198,7 +225,20 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    kinds = ("reference", "pipeline-on", "pipeline-off", "reference+malloc")
+    labels = {
+        "reference": "reference (plain loop)",
+        "pipeline-on": "pipeline, tracking on",
+        "pipeline-off": "pipeline, tracking off",
+        "reference+malloc": "reference + malloc setting",
+        "reference-graph": "reference, CUDA graph",
+        "pipeline-graph": "pipeline, cuda_graph=true",
+    }
+    cpu = args.device == "cpu"
+    kinds = (
+        ("reference", "pipeline-on", "pipeline-off", "reference+malloc")
+        if cpu
+        else ("reference", "pipeline-on", "reference-graph", "pipeline-graph")
+    )
     results: dict[str, list[dict]] = {k: [] for k in kinds}
     for r in range(args.repeats):
         for kind in kinds:
@@ -210,36 +250,36 @@ def run(args: argparse.Namespace) -> None:
     def step(kind):
         return med(x["step_s"] for x in results[kind])
 
+    def ratio(kind, reference):
+        return med(p["step_s"] / r["step_s"] for p, r in zip(results[kind], results[reference], strict=True))
+
     val_s = med(x["val_s"] for x in results["pipeline-on"])
     epoch_s = step("pipeline-on") * STEPS_PER_EPOCH + val_s
-    per_step_overhead = step("pipeline-on") - step("pipeline-off")
+    per_step_overhead = step("pipeline-on") - step("pipeline-off") if cpu else 0.0
     per_epoch_s = med(x["tracking_epoch_s"] for x in results["pipeline-on"])
     per_run_s = med(x["tracking_run_s"] for x in results["pipeline-on"])
-    ratio = med(p["step_s"] / r["step_s"] for p, r in zip(results["pipeline-on"], results["reference"], strict=True))
     print(
         f"device: {args.device}, torch {torch.__version__}, {results['pipeline-on'][0]['threads']} threads, {os.cpu_count()} cores"
     )
     print(f"{'':<34}{'ms/step':>10}{'samples/s':>12}{'peak RSS MiB':>14}")
-    for kind, label in zip(
-        kinds,
-        ("reference (plain loop)", "pipeline, tracking on", "pipeline, tracking off", "reference + malloc setting"),
-        strict=True,
-    ):
+    for kind in kinds:
         rss = med(x["rss_mib"] for x in results[kind])
-        print(f"{label:<34}{step(kind) * 1e3:>10.2f}{64 / step(kind):>12.0f}{rss:>14.0f}")
+        print(f"{labels[kind]:<34}{step(kind) * 1e3:>10.2f}{64 / step(kind):>12.0f}{rss:>14.0f}")
     print(
         f"full epoch estimate (938 steps + eval): pipeline {epoch_s:.1f} s, reference {step('reference') * STEPS_PER_EPOCH:.1f} s + eval"
     )
     epoch_overhead = per_step_overhead * STEPS_PER_EPOCH + per_epoch_s
     print(
-        f"tracking overhead per epoch: {per_step_overhead * 1e3:+.2f} ms/step in the loop + {per_epoch_s:.3f} s at epoch end "
-        f"(metrics, checkpoint) = {100 * epoch_overhead / epoch_s:+.2f}% of an epoch; once per run: {per_run_s:.2f} s "
-        f"(run, params, config, dataset) = {100 * per_run_s / (10 * epoch_s):.2f}% of a 10-epoch run"
+        f"tracking overhead per epoch: {per_step_overhead * 1e3:+.2f} ms/step in the loop{'' if cpu else ' (not measured)'} "
+        f"+ {per_epoch_s:.3f} s at epoch end (metrics, checkpoint) = {100 * epoch_overhead / epoch_s:+.2f}% of an epoch; "
+        f"once per run: {per_run_s:.2f} s (run, params, config, dataset) = {100 * per_run_s / (10 * epoch_s):.2f}% of a 10-epoch run"
     )
     print(f"evaluation of the 10,000-sample test set: {val_s:.3f} s")
     if args.profile:
         measure("pipeline-off", args, profile=True)
-    print(f"ratio pipeline/reference = {ratio:.2f}")
+    if not cpu:
+        print(f"ratio pipeline(cuda_graph)/reference(CUDA graph) = {ratio('pipeline-graph', 'reference-graph'):.2f}")
+    print(f"ratio pipeline/reference = {ratio('pipeline-on', 'reference'):.2f}")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,11 @@ The sweep is the seed protocol (``experiment=seed_table``: six optimizers) with 
   serial     jobs one after another, each with all usable cores (Hydra's basic launcher, threads=null)
   per-core   one job per core at a time, one thread each (``hydra/launcher=joblib``, threads=1)
   packed     jobs that can share a process trained as one batched model (``hydra/launcher=packed``)
+  packed-graph   packed, each step recorded once as a CUDA graph and replayed (``trainer.cuda_graph=true``)
 Each layout runs as a fresh ``optbench-train -m`` process into its own temporary store; the layouts
 alternate when ``--repeats`` > 1. Prints the wall time of each, the ratios to the fastest, and last
-``ratio packed/unpacked = X.XX`` (packed against the faster unpacked layout) when packed ran.
+``ratio packed/unpacked = X.XX`` (the fastest packed layout against the fastest unpacked one) when a
+packed layout ran.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ LAYOUTS = {
     "serial": [],
     "per-core": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={len(os.sched_getaffinity(0))}", "threads=1"],
     "packed": ["hydra/launcher=packed"],
+    "packed-graph": ["hydra/launcher=packed", "trainer.cuda_graph=true"],
 }
 
 
@@ -66,13 +69,16 @@ def main() -> None:
     parser.add_argument(
         "--layouts",
         default=None,
-        help="comma-separated (default: serial,per-core,packed on CPU; serial,packed on CUDA)",
+        help="comma-separated (default: serial,per-core,packed on CPU; serial,packed,packed-graph on CUDA)",
     )
     parser.add_argument(
         "--data-root", default=os.environ.get("OPTBENCH_DATA_ROOT", str(REPO.parent / "shared" / "data"))
     )
     args = parser.parse_args()
-    layouts = (args.layouts or ("serial,per-core,packed" if args.device == "cpu" else "serial,packed")).split(",")
+    default = "serial,per-core,packed" if args.device == "cpu" else "serial,packed,packed-graph"
+    layouts = (args.layouts or default).split(",")
+    if unknown := set(layouts) - set(LAYOUTS):
+        parser.error(f"unknown layout(s) {', '.join(sorted(unknown))}; choose from {', '.join(LAYOUTS)}")
     walls: dict[str, list[float]] = {layout: [] for layout in layouts}
     jobs = 6 * args.seeds
     for repeat in range(args.repeats):
@@ -89,10 +95,11 @@ def main() -> None:
             f"  {layout:<9} {median[layout]:8.1f} s   {median[layout] / jobs:6.1f} s/job   x{median[layout] / median[fastest]:.2f} of the fastest"
         )
     print(f"fastest layout: {fastest}")
-    unpacked = [layout for layout in layouts if layout != "packed"]
-    if "packed" in median and unpacked:
-        best = min(unpacked, key=median.get)
-        print(f"ratio packed/unpacked = {median['packed'] / median[best]:.2f}  (unpacked: {best})")
+    packed = [layout for layout in layouts if layout.startswith("packed")]
+    unpacked = [layout for layout in layouts if layout not in packed]
+    if packed and unpacked:
+        best_packed, best = min(packed, key=median.get), min(unpacked, key=median.get)
+        print(f"ratio packed/unpacked = {median[best_packed] / median[best]:.2f}  ({best_packed} / {best})")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ them; a CUDA graph launches the whole step at once. The contract a recorded step
 
 CPUs have no kernel graphs, so ``trainer.cuda_graph=true`` is refused there (``recorder``). The tests
 record with ``make_fx`` instead, which keeps the same contract, to check a recorded step on a CPU.
+
+Own code for a gap: ``torch.cuda.make_graphed_callables`` leaves the optimizer step out, and
+``torch.compile(mode="reduce-overhead")`` draws dropout masks from Inductor's generator (other numbers
+for a seed); Lightning ships no graph capture.
 """
 
 from __future__ import annotations

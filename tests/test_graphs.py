@@ -165,6 +165,26 @@ def test_recorded_pack_equals_eager_pack(traced, data_root, tmp_path):
             assert [v for _, v in recorded[metric]] == pytest.approx([v for _, v in values], rel=1e-4), metric
 
 
+@pytest.mark.slow
+def test_recorded_pack_records_again_when_a_replica_fails(traced, data_root, tmp_path, monkeypatch):
+    """Divergence read at step 6, after the recording at step 4: the step is recorded again without the
+    failed replica, and the other one trains exactly as in an eager pack."""
+    records = []
+    monkeypatch.setattr(graphs, "recorder", lambda device: lambda step, g: records.append(1) or record_traced(step))
+    got = {}
+    for mode in ("false", "true"):
+        uri = f"sqlite:///{tmp_path / mode}.db"
+        extra = ("threads=1", "+model.check_finite_every_n_steps=6", f"trainer.cuda_graph={mode}")
+        cfgs = [tiny_cfg(data_root, uri, "optimizer=sgd", "optimizer.lr=1e12", *extra),
+                tiny_cfg(data_root, uri, "optimizer=adam", *extra)]  # fmt: skip
+        results = run_pack(cfgs)
+        assert [r.status for r in results] == ["FAILED", "FINISHED"]
+        got[mode] = histories(mlflow.MlflowClient(uri), results[1].run_id)
+    assert len(records) == 2, "recorded once, then again without the failed replica"
+    for metric, values in got["false"].items():
+        assert [v for _, v in got["true"][metric]] == pytest.approx([v for _, v in values], rel=1e-4), metric
+
+
 class HostReads(TorchDispatchMode):
     """Counts reads of tensor values into Python (``item``, ``bool``, ``tolist``, ``numpy``): each is a
     device synchronisation on a GPU."""

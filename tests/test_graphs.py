@@ -12,6 +12,7 @@ import copy
 
 import mlflow
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch.fx.experimental.proxy_tensor import make_fx
@@ -124,6 +125,12 @@ def test_cuda_graph_on_cpu_and_with_ddp_is_refused(monkeypatch):
         config.validate(config.compose("trainer=ddp_cpu", "trainer.cuda_graph=true"))
 
 
+class StepCount(pl.Callback):
+    def on_train_end(self, trainer, pl_module):
+        self.global_step = trainer.global_step
+        self.replayed = pl_module._graphed is not None and pl_module._graphed.replay is not None
+
+
 def test_recorded_run_equals_eager_run(traced, data_root, tmp_path):
     """A whole run with its steps recorded: same per-epoch metrics, same step count, last partial batch eager."""
     results, steps = {}, {}
@@ -139,12 +146,6 @@ def test_recorded_run_equals_eager_run(traced, data_root, tmp_path):
     for metric, eager in results["false"].items():
         assert [s for s, _ in results["true"][metric]] == [1, 2]
         assert [v for _, v in results["true"][metric]] == pytest.approx([v for _, v in eager], rel=1e-4), metric
-
-
-class StepCount(pytest.importorskip("pytorch_lightning").Callback):
-    def on_train_end(self, trainer, pl_module):
-        self.global_step = trainer.global_step
-        self.replayed = pl_module._graphed is not None and pl_module._graphed.replay is not None
 
 
 @pytest.mark.slow

@@ -167,7 +167,7 @@ def test_recorded_pack_equals_eager_pack(traced, data_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_recorded_pack_records_again_when_a_replica_fails(traced, data_root, tmp_path, monkeypatch):
+def test_recorded_pack_records_again_when_a_replica_fails(data_root, tmp_path, monkeypatch):
     """Divergence read at step 6, after the recording at step 4: the step is recorded again without the
     failed replica, and the other one trains exactly as in an eager pack."""
     records = []

@@ -105,7 +105,7 @@ def validate(cfg: DictConfig) -> None:
             graphs.recorder(device_of(cfg))
         except ValueError as err:
             raise ConfigError(f"Invalid trainer.cuda_graph=true: {err}.") from None
-        if cfg.trainer.get("strategy") or cfg.trainer.get("devices", 1) != 1 or cfg.trainer.get("num_nodes", 1) != 1:
+        if not one_process(cfg):
             raise ConfigError(
                 "Invalid trainer.cuda_graph=true with several devices: a recorded step would hold DDP's gradient "
                 "all-reduce; record single-device runs (trainer=gpu) or packed sweeps."
@@ -148,6 +148,12 @@ def build(cfg: DictConfig):
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def one_process(cfg: DictConfig) -> bool:
+    """Whether a config trains in one process on one device: no DDP strategy, one device, one node."""
+    trainer = cfg.trainer
+    return not trainer.get("strategy") and trainer.get("devices", 1) == 1 and trainer.get("num_nodes", 1) == 1
 
 
 def device_of(cfg: DictConfig) -> torch.device:

@@ -110,10 +110,10 @@ def run_pack(
     ``hydra_configs`` are the jobs' Hydra configs (for their sweep tags) when a launcher packs them."""
     runtime.quiet_libraries()
     first = cfgs[0]
-    if first.get("logger") is None or first.trainer.get("strategy") or first.trainer.get("devices", 1) != 1:
+    if first.get("logger") is None or not config.one_process(first):
         raise config.ConfigError(
             "hydra/launcher=packed trains every job of a pack on one device and records each as an MLflow run: "
-            "it needs the logger, trainer.devices=1 and no DDP strategy."
+            "it needs the logger, trainer.devices=1, trainer.num_nodes=1 and no DDP strategy."
         )
     device = config.device_of(first)
     threads, _ = runtime.configure(

@@ -24,7 +24,8 @@ def store(data_root, tmp_path_factory):
     """Two optimizers × two seeds (one multirun sweep) plus a failed and a diverged run."""
     tmp = tmp_path_factory.mktemp("compare")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    run_cli("-m", *quick_args(data_root, uri, tmp, "optimizer=adam,sgd_momentum", "seed=1,2", "sweep_id=s1"))
+    proc = run_cli("-m", *quick_args(data_root, uri, tmp, "optimizer=adam,sgd_momentum", "seed=1,2", "sweep_id=s1"))
+    assert "[optbench] sweep: 4/4 jobs done" in proc.stderr, "the sweep-level progress line"
     client = mlflow.MlflowClient(uri)
     exp_id = client.get_experiment_by_name("optbench").experiment_id
     for status, reason in (("FAILED", "diverged"), ("KILLED", "interrupted")):
@@ -76,9 +77,12 @@ def test_every_format_parses(store, capsys):
     assert {r["optimizer"] for r in recs} == {"adam", "sgd_momentum"} and float(recs[0]["val_acc@2"]) > 0
     compare.main([*base, "--format", "markdown"])
     md = capsys.readouterr().out.splitlines()
-    assert md[0].startswith("| optimizer | data | seeds | acc e1 | loss e1 | acc e2 | loss e2 | time (s) |")
-    assert len([line for line in md if line.startswith("| adam |") or line.startswith("| sgd_momentum |")]) == 2
-    assert all(line.count("|") == md[0].count("|") for line in md if line.startswith("|"))
+    assert md[0].startswith("**Verdict.** On mnist at val_acc at epoch 2: 2 paired seeds per row, too few")
+    start = md.index(next(line for line in md if line.startswith("| optimizer | data |")))
+    main = md[start : md.index("", start)]
+    assert main[0].startswith("| optimizer | data | seeds | acc e1 | loss e1 | acc e2 | loss e2 | time (s) |")
+    assert sorted(line.split(" | ")[0] for line in main[2:]) == ["| adam", "| sgd_momentum"], "one line per row"
+    assert all(line.count("|") == main[0].count("|") for line in main)
     assert any("DIVERGED" in line for line in md)
     compare.main([*base, "--format", "table"])
     table = capsys.readouterr().out

@@ -74,16 +74,30 @@ def device(root: torch.device, world_size: int = 1) -> dict[str, str]:
     }
 
 
+def concurrent_jobs(launcher: DictConfig | None) -> str:
+    """How many jobs of this sweep may train at once on this machine (its wall times are like-for-like
+    only at 1): the basic launcher runs one, joblib ``n_jobs``, a packed launcher shares one model."""
+    target = str((launcher or {}).get("_target_", ""))
+    if not target or target.endswith("BasicLauncher"):
+        return "1"
+    if target.endswith("JoblibLauncher"):
+        n = int(launcher.get("n_jobs", -1) or -1)
+        return str(n if n > 0 else max(1, (os.cpu_count() or 1) + 1 + n))
+    return "packed" if "packed" in target else "unknown"
+
+
 def hydra_context(cfg: DictConfig, hydra: DictConfig | None = None) -> dict[str, str]:
-    """Sweep id and overrides of the Hydra job (``hydra``: its config; default: the job running now)."""
+    """Sweep id, overrides and concurrency of the Hydra job (``hydra``: its config; default: the job now)."""
     info = {"sweep_id": cfg.sweep_id} if cfg.get("sweep_id") else {}
     if hydra is None and not HydraConfig.initialized():
-        return info
+        return {**info, "concurrent_jobs": "1"}
     hc = hydra.hydra if hydra is not None else HydraConfig.get()
     info["hydra_overrides"] = " ".join(hc.overrides.task)
+    info["concurrent_jobs"] = "1"
     if hc.mode == RunMode.MULTIRUN:
         info.setdefault("sweep_id", Path(hc.sweep.dir).parent.name + "_" + Path(hc.sweep.dir).name)
         info["sweep_job"] = str(hc.job.num)
+        info["concurrent_jobs"] = concurrent_jobs(hc.get("launcher"))
     return info
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import mlflow
 from filelock import FileLock
@@ -81,3 +82,15 @@ def get_run(client: mlflow.MlflowClient, run_id: str) -> mlflow.entities.Run:
             f"No run with id {run_id!r} in the tracking store {client.tracking_uri} "
             "(check the id in the MLflow UI, or set the tracking URI / MLFLOW_TRACKING_URI)."
         ) from err
+
+
+def ui_hint(uri: str, experiment_id: str, sweep: str | None = None) -> str:
+    """How to see these runs in the MLflow UI, with the URL of the experiment's runs table (MLflow 3 opens
+    an experiment on its GenAI overview otherwise), filtered to the sweep when one is given."""
+    query = "?searchFilter=" + quote(f"tags.sweep_id = '{sweep}'") if sweep else ""
+    if uri.startswith(("http://", "https://")):
+        return f"MLflow UI: {uri.rstrip('/')}/#/experiments/{experiment_id}/runs{query}"
+    return (
+        f"MLflow UI: mlflow ui --backend-store-uri {uri}, then open "
+        f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs{query}"
+    )

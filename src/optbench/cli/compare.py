@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 
 from .. import store
-from ..compare import CompareError, compare, figures, render, report, summary
+from ..compare import CompareError, compare, figures, render, report, stats, summary
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,7 +28,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--reference", choices=("seed",), default=None, help="add the seed article's values and the gap"
     )
     parser.add_argument(
-        "--baseline", default=None, help="paired differences, CIs and p-values of every row against this one"
+        "--baseline", default=None, help="compare every row with this one (default: the best row of each dataset)"
+    )
+    parser.add_argument(
+        "--primary",
+        default=None,
+        help="the endpoint of the verdict and the corrected tests, METRIC@EPOCH (default: val_acc at the last epoch)",
+    )
+    parser.add_argument(
+        "--test",
+        choices=stats.TESTS,
+        default="t",
+        help="paired test: t (default, the dual of the interval), permutation or wilcoxon (robustness checks)",
     )
     parser.add_argument(
         "--aggregate", choices=("last", "best"), default="last", help="value at each epoch, or the best up to it"
@@ -65,11 +76,15 @@ def main(argv: list[str] | None = None) -> int:
             include_reruns=args.include_reruns,
             reference=args.reference == "seed",
             baseline=args.baseline,
+            primary=args.primary,
+            test=args.test,
         )
     except (CompareError, store.StoreError, mlflow.exceptions.MlflowException) as err:
         print(f"optbench-compare: {err}", file=sys.stderr)
         return 2
     sys.stdout.write(render.render(comparison, args.format))
+    if args.format == "table" and (exp := client.get_experiment_by_name(args.experiment)) is not None:
+        print(store.ui_hint(client.tracking_uri, exp.experiment_id, args.sweep), file=sys.stderr)
     page = None
     if args.html is not None or (args.sweep and not args.no_log):
         page = report.build(comparison, f"optbench comparison{f' — sweep {args.sweep}' if args.sweep else ''}")

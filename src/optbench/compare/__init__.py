@@ -1,12 +1,14 @@
 """The comparison table as a query over tracked runs: select and group (``query``), the numbers
-(``cells``, ``stats``), the published reference (``reference``), text (``render``), figures (``figures``),
-the HTML report (``report``) and the sweep's summary run (``summary``)."""
+(``cells``, ``stats``), the verdict (``verdict``), time to target and ranks (``profiles``), the published
+reference (``reference``), text (``render``, ``terminal``, ``escape``), figures (``figures``), the HTML
+report (``report``) and the sweep's summary run (``summary``)."""
 
 from __future__ import annotations
 
 import mlflow
 
-from .cells import Comparison, attach_baseline, build
+from . import profiles, verdict
+from .cells import Comparison, attach_tests, build
 from .query import CompareError, group_runs, select_runs
 from .reference import attach_reference
 
@@ -23,6 +25,8 @@ def compare(
     include_reruns: bool = False,
     reference: bool = False,
     baseline: str | None = None,
+    primary: str | None = None,
+    test: str = "t",
 ) -> Comparison:
     runs = select_runs(client, experiment, sweep, filter_string)
     if not runs:
@@ -30,11 +34,13 @@ def compare(
         raise CompareError(
             f"No runs in experiment {experiment!r}{where}{' matching the filter' if filter_string else ''}."
         )
-    comparison = build(client, group_runs(runs, include_reruns), list(epochs), rank_by, aggregate)
+    comparison = build(client, group_runs(runs, include_reruns), list(epochs), rank_by, aggregate, primary)
+    if rank_by:
+        (profiles.sort_by_target if "_to_" in rank_by else profiles.sort_by_mean)(comparison)
     if reference:
         attach_reference(comparison)
-    if baseline:
-        attach_baseline(comparison, baseline)
+    attach_tests(comparison, baseline, test)
+    comparison.verdicts = verdict.decide(comparison)
     return comparison
 
 

@@ -1,4 +1,5 @@
-"""Figures of a comparison: learning curves with seed bands, and performance profiles on time to target."""
+"""Figures of a comparison: learning curves with seed bands, a forest plot of the primary endpoint's
+differences, and performance profiles on time to target."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 
 import numpy as np
 
-from . import stats
+from . import escape, stats
 from .cells import CELL_METRICS, Comparison
 
 
@@ -20,7 +21,8 @@ def _pyplot():
 
 
 def learning_curves(comparison: Comparison):
-    """Validation accuracy and loss per epoch: mean over seeds, band = 95% t-interval of the mean."""
+    """Validation error rate (1 − accuracy) and loss per epoch on log axes (at 0.97–0.99 accuracy a linear
+    axis shows nothing): mean over seeds, band = 95% t-interval of the mean."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100)
     for metric, ax in zip(CELL_METRICS, axes, strict=True):
@@ -29,19 +31,48 @@ def learning_curves(comparison: Comparison):
             length = min((len(c) for c in curves), default=0)
             if not length:
                 continue
-            values = np.array([c[:length] for c in curves])
+            values = np.array([c[:length] for c in curves], dtype=float)
+            if metric == "val_acc":
+                values = 1.0 - values
             epochs = np.arange(1, length + 1)
             mean = values.mean(axis=0)
-            (line,) = ax.plot(epochs, mean, marker="o", label=f"{row.label} ({row.data}, n={len(curves)})")
+            (line,) = ax.plot(
+                epochs, mean, marker="o", label=escape.terminal(f"{row.label} ({row.data}, n={len(curves)})")
+            )
             if len(curves) > 1:
                 bands = np.array([stats.t_interval(list(values[:, i])) for i in range(length)])
-                ax.fill_between(epochs, bands[:, 0], bands[:, 1], color=line.get_color(), alpha=0.2)
+                low = np.maximum(bands[:, 0], mean * 0.05)  # a log axis has no room for values <= 0
+                ax.fill_between(epochs, low, bands[:, 1], color=line.get_color(), alpha=0.2)
+        ax.set_yscale("log")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("validation accuracy" if metric == "val_acc" else "validation loss")
-        ax.grid(alpha=0.3)
+        ax.set_ylabel("validation error rate (1 − accuracy), log" if metric == "val_acc" else "validation loss, log")
+        ax.grid(alpha=0.3, which="both")
     if comparison.rows:
         axes[0].legend(fontsize=8)
     fig.suptitle("Learning curves: mean over seeds, band = 95% t-interval")
+    fig.tight_layout()
+    return fig
+
+
+def forest_plot(comparison: Comparison):
+    """The primary endpoint's paired difference of every row to its dataset's reference row, with its 95%
+    interval; filled markers are significant after Holm's correction."""
+    plt = _pyplot()
+    primary = comparison.primary
+    rows = [r for r in comparison.rows if primary in r.paired and math.isfinite(r.paired[primary].diff)]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.6), dpi=100)
+    for y, row in enumerate(reversed(rows)):
+        p = row.paired[primary]
+        significant = row.p_holm.get(primary, 1.0) < stats.ALPHA
+        if math.isfinite(p.ci_low):
+            ax.plot([p.ci_low, p.ci_high], [y, y], color="#333", lw=1.5)
+        ax.plot(p.diff, y, "o", color="#333", markerfacecolor="#333" if significant else "white", markersize=7)
+    ax.axvline(0.0, color="#b00", lw=1, ls="--")
+    ax.set_yticks(range(len(rows)), [escape.terminal(f"{r.label} ({r.data})") for r in reversed(rows)], fontsize=8)
+    ax.set_xlabel(f"{primary}: difference to the reference row (95% interval; filled = significant, Holm)")
+    refs = escape.terminal(", ".join(f"{d}: {label}" for d, label in sorted(comparison.references.items())))
+    ax.set_title(f"Paired differences on the primary endpoint (reference {refs})", fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return fig
 
@@ -57,7 +88,7 @@ def performance_profiles(targets: dict[str, float], ratios: dict[str, dict[str, 
     for label, by_problem in sorted(ratios.items()):
         r = np.array([by_problem.get(p, math.inf) for p in problems])
         share = [(r <= tau).mean() for tau in taus]
-        ax.step(taus, share, where="post", label=label)
+        ax.step(taus, share, where="post", label=escape.terminal(label))
     ax.set_xlabel("τ (time to target / best time on that problem)")
     ax.set_ylabel("share of problems solved within τ")
     ax.set_ylim(-0.02, 1.02)

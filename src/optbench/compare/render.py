@@ -1,9 +1,11 @@
-"""A comparison as text: a terminal table that fits 120 columns, markdown, CSV and JSON.
+"""A comparison as text: the cells' wording, markdown, CSV and JSON (the terminal table: ``terminal``).
 
 Cells read ``mean ±h`` where ``h`` is the half-width of the 95% t-interval over seeds. JSON and CSV hold
-every number flat: ``val_acc@10``, ``val_acc@10_std``, ``val_acc@10_ci_low``/``_ci_high``, ``_n``; with a
-reference ``_seed`` and ``_seed_diff``; with a baseline ``_diff``, ``_diff_ci_low``/``_high``, ``_p``,
-``_p_holm``, ``_pairs`` and ``_unpaired``.
+every number flat: ``val_acc@10``, ``_std``, ``_ci_low``/``_ci_high``, ``_n``; with a reference ``_seed`` and
+``_seed_diff``; against the reference row ``_diff``, ``_diff_ci_low``/``_high``, ``_p`` (unadjusted),
+``_wins``, ``_pairs``, ``_unpaired``, ``_effect``, and on the primary endpoint ``_p_holm`` and
+``_improvement`` (with ``_low``/``_high``); times ``total_time_s_ratio`` (with ``_low``/``_high``/``_p``).
+Non-finite numbers are JSON ``null``; every stored string goes through ``escape``.
 """
 
 from __future__ import annotations
@@ -12,30 +14,30 @@ import csv
 import io
 import json
 import math
-import sys
 
-from . import stats
-from .cells import Cell, Comparison, Row
+from . import escape, stats
+from .cells import TIME, Cell, Comparison, Row
+from .profiles import row_target_metric
 
-WIDTH = 120
 INTERVAL = "95% t-interval over seeds"
-TEST = "exact paired permutation test over shared seeds, Holm-adjusted across rows"
 
 
 def _num(value: float | None) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+    return None if value is None or not math.isfinite(value) else value
 
 
-def fmt(value: float, column: str) -> str:
-    if value is None or math.isnan(value):
-        return "—"
+def fmt(value: float | None, column: str) -> str:
+    if value is None or not math.isfinite(value):
+        return "—" if value is None or math.isnan(value) else ("∞" if value > 0 else "-∞")
+    if abs(value) >= 1e7:
+        return f"{value:.3g}"
     if column.endswith("_s"):  # times, total_time_s included
         return f"{value:.1f}"
     return f"{value:g}" if "_to_" in column else f"{value:.4f}"
 
 
 def header(column: str) -> str:
-    if column == "total_time_s":
+    if column == TIME:
         return "time (s)"
     if "@" not in column:
         return column
@@ -44,15 +46,15 @@ def header(column: str) -> str:
 
 
 def cell_text(row: Row, column: str) -> str:
+    if "_to_" in column:  # a target: Kaplan-Meier median (seeds that reached it / seeds)
+        return row_target_metric(row, column).text
     cell = row.cells.get(column)
     if cell is None:
         return "—"
     text = fmt(cell.mean, column)
     low, high = cell.ci
-    if not math.isnan(low):
+    if math.isfinite(low) and math.isfinite(high):
         text += f" ±{fmt((high - low) / 2, column)}"
-    if "_to_" in column:  # a target: how many seeds reached it
-        text += f" ({cell.n}/{len(row.run_ids)})"
     return text
 
 
@@ -60,38 +62,161 @@ def reference_text(row: Row, column: str) -> str:
     if column not in row.reference:
         return ""
     ref, cell = row.reference[column], row.cells.get(column)
-    gap = f" {cell.mean - ref:+.4f}" if cell and column != "total_time_s" else ""
+    gap = f" {cell.mean - ref:+.4f}" if cell and column != TIME and math.isfinite(cell.mean) else ""
     return fmt(ref, column) + gap
+
+
+def interval_text(low: float, high: float, signed: bool = True) -> str:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "—"
+    return f"[{low:+.4f}, {high:+.4f}]" if signed else f"[{low:.3f}, {high:.3f}]"
+
+
+def p_text(p: float | None) -> str:
+    return "—" if p is None else f"{p:.4f}" if p >= 1e-4 else "<0.0001"
+
+
+def difference_rows(comparison: Comparison, data: str, columns: list[str]) -> list[list[str]]:
+    """[optimizer, cell, wins/n, diff, 95% CI, p, p (Holm)] for each row and column against the reference."""
+    out = []
+    for row in comparison.rows_of(data):
+        for column in columns:
+            p = row.paired.get(column)
+            if p is None:
+                continue
+            holm = row.p_holm.get(column)
+            pairs = f"{p.wins}/{p.pairs}" + (f" (+{p.unpaired})" if p.unpaired else "")
+            diff = "—" if math.isnan(p.diff) else f"{p.diff:+.4f}"
+            out.append([row.label, header(column), pairs, diff, interval_text(p.ci_low, p.ci_high), p_text(p.p),
+                        "—" if holm is None else p_text(holm)])  # fmt: skip
+    return out
+
+
+DIFF_HEADS = ["optimizer", "cell", "wins/n", "diff", "95% CI of diff", "p", "p (Holm)"]
+
+
+def time_rows(comparison: Comparison, data: str) -> list[list[str]]:
+    """[optimizer, time ratio, 95% CI, Welch p] against the reference row."""
+    return [
+        [
+            row.label,
+            f"×{row.time.ratio:.3f}",
+            interval_text(row.time.low, row.time.high, signed=False),
+            p_text(row.time.p),
+        ]
+        for row in comparison.rows_of(data)
+        if row.time is not None and math.isfinite(row.time.ratio)
+    ]
+
+
+TIME_HEADS = ["optimizer", "time ratio", "95% CI", "p (Welch)"]
+
+
+def effect_text(effect: float) -> str:
+    return f"{effect:+.2f}" if math.isfinite(effect) else "—"
+
+
+def improvement_text(row: Row) -> str:
+    if row.improvement is None:
+        return "—"
+    point, low, high = row.improvement
+    return f"{point:.2f}" + (f" [{low:.2f}, {high:.2f}]" if math.isfinite(low) else "")
+
+
+def footer(comparison: Comparison) -> list[str]:
+    """The declarations under the tables: what was tested, how, and what is descriptive."""
+    if not comparison.primary or not comparison.references:
+        return []
+    lines = [
+        f"Primary endpoint: {comparison.primary} (--primary); {stats.TEST_NAMES[comparison.test]}, Holm-corrected "
+        "over the rows of each dataset against its reference row. Tiers below the reference tier come from "
+        "adjacent-pair tests, their own Holm family. Every other column is descriptive (intervals, unadjusted p)."
+    ]
+    small = sorted(
+        {
+            p.pairs
+            for r in comparison.rows
+            for p in r.paired.values()
+            if stats.MIN_TESTED <= p.pairs < stats.NORMALITY_CHECKABLE
+        }
+    )
+    if small and comparison.test == "t":
+        lines.append(
+            f"With {', '.join(map(str, small))} pairs the normality of the differences cannot be checked; "
+            "--test permutation or --test wilcoxon give a check without it."
+        )
+    if comparison.test == "permutation":
+        counts = sorted({p.nonzero for r in comparison.rows for p in r.paired.values() if p.pairs >= stats.MIN_TESTED})
+        if counts:
+            lines.append(
+                f"Exact sign flips: with k non-zero pairs p cannot go below 2/2^k (k = {counts[0]}: {stats.sign_flip_floor(counts[0]):.4f})."
+            )
+    for data, why in sorted(comparison.time_sharing.items()):
+        lines.append(f"Times on {data} are not like-for-like: {why}; read the time ratios as indicative only.")
+    return lines
 
 
 def records(comparison: Comparison) -> list[dict]:
     out = []
     for row in comparison.rows:
         rec = {"optimizer": row.label, "data": row.data, "seeds": len(row.run_ids)}
+        rec["reference"] = comparison.references.get(row.data)
         for column in comparison.columns:
             cell = row.cells.get(column, Cell())
             low, high = cell.ci
             rec.update({column: _num(cell.mean), f"{column}_std": _num(cell.std), f"{column}_n": cell.n})
             rec.update({f"{column}_ci_low": _num(low), f"{column}_ci_high": _num(high)})
+            if "_to_" in column:
+                reached = row_target_metric(row, column)
+                rec.update({f"{column}_km_median": _num(reached.median), f"{column}_reached": reached.reached})
+                rec.update(
+                    {
+                        f"{column}_reached_low": _num(reached.share_low),
+                        f"{column}_reached_high": _num(reached.share_high),
+                    }
+                )
             if column in row.reference:
                 rec[f"{column}_seed"] = row.reference[column]
                 rec[f"{column}_seed_diff"] = None if rec[column] is None else rec[column] - row.reference[column]
             if column in row.paired:
                 p = row.paired[column]
                 rec.update({f"{column}_diff": _num(p.diff), f"{column}_diff_ci_low": _num(p.ci_low)})
-                rec.update({f"{column}_diff_ci_high": _num(p.ci_high), f"{column}_p": p.p})
-                rec.update({f"{column}_p_holm": row.p_holm.get(column), f"{column}_pairs": p.pairs})
-                rec[f"{column}_unpaired"] = p.unpaired
+                rec.update({f"{column}_diff_ci_high": _num(p.ci_high), f"{column}_p": p.p, f"{column}_wins": p.wins})
+                rec.update(
+                    {f"{column}_pairs": p.pairs, f"{column}_unpaired": p.unpaired, f"{column}_effect": _num(p.effect)}
+                )
+            if column in row.p_holm:
+                rec[f"{column}_p_holm"] = row.p_holm[column]
+            if column == comparison.primary and row.improvement is not None:
+                point, low, high = row.improvement
+                rec.update(
+                    {
+                        f"{column}_improvement": point,
+                        f"{column}_improvement_low": _num(low),
+                        f"{column}_improvement_high": _num(high),
+                    }
+                )
+        if row.time is not None:
+            t = row.time
+            rec.update(
+                {
+                    f"{TIME}_ratio": _num(t.ratio),
+                    f"{TIME}_ratio_low": _num(t.low),
+                    f"{TIME}_ratio_high": _num(t.high),
+                    f"{TIME}_ratio_p": t.p,
+                }
+            )
         out.append(rec)
-    return out
+    return out  # fmt: skip
 
 
 def notes(comparison: Comparison) -> list[str]:
-    """What the table left out, and why."""
+    """What the table left out, and why (stored strings shown as data, control characters visible)."""
     lines = []
     for ex in comparison.selection.excluded:
         reason = f" — {ex['reason']}" if ex["reason"] else ""
-        lines.append(f"{ex['run_name']} ({ex['run_id'][:8]}): {ex['status']}{reason} — did not finish, not averaged in")
+        unfinished = " — did not finish" if ex["status"] != "FINISHED" else ""
+        lines.append(f"{ex['run_name']} ({ex['run_id'][:8]}): {ex['status']}{reason}{unfinished}, not averaged in")
     for row in comparison.rows:
         for dup in row.group.duplicates:
             lines.append(
@@ -102,65 +227,31 @@ def notes(comparison: Comparison) -> list[str]:
         lines.append(
             f"{comparison.selection.reruns_hidden} rerun(s) not counted as seeds (--include-reruns shows them)"
         )
-    return lines
+    return [escape.terminal(line) for line in lines]
 
 
-def baseline_rows(comparison: Comparison) -> list[list[str]]:
-    out = []
-    for row in comparison.rows:
-        for column in comparison.columns:
-            p = row.paired.get(column)
-            if p is None:
-                continue
-            ci = f"[{p.ci_low:+.4f}, {p.ci_high:+.4f}]" if not math.isnan(p.ci_low) else "—"
-            shown_p = f"{p.p:.4f}" if p.p is not None else "—"  # why is said once, under the table
-            holm = row.p_holm.get(column)
-            pairs = f"{p.pairs}" + (f" (+{p.unpaired} unpaired)" if p.unpaired else "")
-            diff = "—" if math.isnan(p.diff) else f"{p.diff:+.4f}"
-            out.append(
-                [row.label, row.data, header(column), pairs, diff, ci, shown_p, "—" if holm is None else f"{holm:.4f}"]
-            )
-    return out
+def payload(comparison: Comparison) -> dict:
+    return {
+        "epochs": comparison.epochs,
+        "aggregate": comparison.aggregate,
+        "interval": INTERVAL,
+        "primary": comparison.primary,
+        "baseline": comparison.baseline,
+        "references": comparison.references,
+        "test": stats.TEST_NAMES[comparison.test] if comparison.references else None,
+        "verdict": [v.as_dict() for v in comparison.verdicts],
+        "time_not_like_for_like": comparison.time_sharing,
+        "rows": records(comparison),
+        "excluded": comparison.selection.excluded,
+        "notes": notes(comparison),
+    }
 
 
-BASELINE_HEADS = ["optimizer", "data", "cell", "pairs", "diff", "95% CI of diff", "p", "p (Holm)"]
-
-
-def too_few_pairs(comparison: Comparison) -> str | None:
-    """Why p-values are missing or cannot reach alpha: with n pairs the smallest possible p is 2/2^n, and
-    Holm's correction across m rows makes the smallest adjusted p m times that."""
-    smallest = min((p.pairs for r in comparison.rows for p in r.paired.values()), default=0)
-    if smallest and stats.min_p(smallest) > stats.ALPHA:
-        return (
-            f"p: with {smallest} paired seeds no test can reach p < {stats.ALPHA:g} (the smallest possible p is "
-            f"{stats.min_p(smallest):.4f}), so none is given; run at least 6 seeds for a p-value."
-        )
-    family = max((sum(c in r.paired for r in comparison.rows) for c in comparison.columns), default=0)
-    if smallest and family * stats.min_p(smallest) > stats.ALPHA:
-        return (
-            f"p (Holm): with {smallest} paired seeds and {family} rows compared, no Holm-adjusted p can fall "
-            f"below {family * stats.min_p(smallest):.4f}, however large a difference: none is significant at "
-            f"{stats.ALPHA:g} after correction. Run at least {stats.pairs_needed(family)} seeds for that; "
-            "until then read the intervals of the differences."
-        )
-    return None
-
-
-def render(comparison: Comparison, fmt_name: str) -> str:
+def render(comparison: Comparison, fmt_name: str, width: int | None = None) -> str:
     if fmt_name == "json":
-        payload = {
-            "epochs": comparison.epochs,
-            "aggregate": comparison.aggregate,
-            "interval": INTERVAL,
-            "baseline": comparison.baseline,
-            "test": TEST if comparison.baseline else None,
-            "rows": records(comparison),
-            "excluded": comparison.selection.excluded,
-            "notes": notes(comparison),
-        }
-        return json.dumps(payload, indent=2)
+        return json.dumps(payload(comparison), indent=2, allow_nan=False)
     if fmt_name == "csv":
-        recs = records(comparison)
+        recs = [{k: escape.csv_cell(v) for k, v in r.items()} for r in records(comparison)]
         buf = io.StringIO()
         writer = csv.DictWriter(
             buf, fieldnames=list(dict.fromkeys(k for r in recs for k in r)) or ["optimizer"], lineterminator="\n"
@@ -170,64 +261,43 @@ def render(comparison: Comparison, fmt_name: str) -> str:
         return buf.getvalue()
     if fmt_name == "markdown":
         return markdown(comparison)
-    return terminal(comparison)
+    from .terminal import terminal
+
+    return terminal(comparison, width)
+
+
+def _md_table(heads: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)] + [
+        "| " + " | ".join(escape.markdown(c) for c in r) + " |" for r in rows
+    ]
 
 
 def markdown(comparison: Comparison) -> str:
+    lines = []
+    for verdict in comparison.verdicts:
+        lines += [f"**Verdict.** {escape.markdown(verdict.sentence)}", ""]
+        lines += [f"- {escape.markdown(u.text)}" for u in verdict.unresolved]
+        lines += [""] if verdict.unresolved else []
     heads = ["optimizer", "data", "seeds", *map(header, comparison.columns)]
-    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    body = []
     for row in comparison.rows:
         cells = []
         for c in comparison.columns:
             ref = reference_text(row, c)
             cells.append(cell_text(row, c) + (f" (seed {ref})" if ref else ""))
-        lines.append("| " + " | ".join([row.label, row.data, str(len(row.run_ids)), *cells]) + " |")
+        body.append([row.label, row.data, str(len(row.run_ids)), *cells])
+    lines += _md_table(heads, body)
     lines.append(f"\nCells: mean ± half-width of the {INTERVAL} (aggregate: {comparison.aggregate}).")
-    if comparison.baseline:
-        lines += ["", f"Paired difference to **{comparison.baseline}** ({TEST}):", ""]
-        lines += ["| " + " | ".join(BASELINE_HEADS) + " |", "|" + "---|" * len(BASELINE_HEADS)]
-        lines += ["| " + " | ".join(r) + " |" for r in baseline_rows(comparison)]
-        if note := too_few_pairs(comparison):
-            lines += ["", note]
-    lines += ["", *(f"- {n}" for n in notes(comparison))] if notes(comparison) else []
+    for data, reference in sorted(comparison.references.items()):
+        ordered = [comparison.primary, *(c for c in comparison.columns if c not in (comparison.primary, TIME))]
+        rows = difference_rows(comparison, data, ordered)
+        if not rows:
+            continue
+        lines += ["", f"Paired difference to **{escape.markdown(reference)}** on {data} (primary endpoint first):", ""]
+        lines += _md_table(DIFF_HEADS, rows)
+        if times := time_rows(comparison, data):
+            lines += ["", f"Wall time relative to {escape.markdown(reference)} on {data}:", ""]
+            lines += _md_table(TIME_HEADS, times)
+    lines += ["", *footer(comparison)] if footer(comparison) else []
+    lines += ["", *(f"- {escape.markdown(n)}" for n in notes(comparison))] if notes(comparison) else []
     return "\n".join(lines) + "\n"
-
-
-def terminal(comparison: Comparison) -> str:
-    from rich import box
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    datasets = sorted({r.data for r in comparison.rows})
-    console = Console(file=io.StringIO(), width=WIDTH, force_terminal=sys.stdout.isatty())
-    for data in datasets:
-        rows = [r for r in comparison.rows if r.data == data]
-        # Titles as lines of their own: rich would wrap a table's title to the (narrow) table's width.
-        title = f"{data}: validation accuracy / loss by epoch, mean ±{INTERVAL} (aggregate: {comparison.aggregate})"
-        console.print(title, markup=False)
-        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
-        table.add_column("optimizer", justify="left", overflow="fold")
-        table.add_column("n", justify="right")
-        for column in comparison.columns:
-            table.add_column(header(column), justify="right", no_wrap=True)
-        for row in rows:
-            # escape: a label like "adam [data.subset=512]" is not rich markup
-            table.add_row(escape(row.label), str(len(row.run_ids)), *(cell_text(row, c) for c in comparison.columns))
-            if row.reference:
-                refs = [reference_text(row, c) for c in comparison.columns]
-                table.add_row("  seed (gap)", "", *refs, style="dim")
-        console.print(table)
-    if comparison.baseline:
-        console.print(f"Paired difference to {comparison.baseline} ({TEST})", markup=False)
-        table = Table(box=box.SIMPLE_HEAD, padding=(0, 1))
-        for h in BASELINE_HEADS:
-            table.add_column(h, justify="left" if h in ("optimizer", "data", "cell") else "right", overflow="fold")
-        for cells in baseline_rows(comparison):
-            table.add_row(*map(escape, cells))
-        console.print(table)
-        if note := too_few_pairs(comparison):
-            console.print(note, markup=False)
-    for line in notes(comparison):
-        console.print("  " + line, markup=False)
-    return console.file.getvalue()

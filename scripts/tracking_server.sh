@@ -3,6 +3,7 @@
 #
 #   scripts/tracking_server.sh [--port 5000] [--backend sqlite|postgres] [--auth] [--host 127.0.0.1]
 #   scripts/tracking_server.sh add-user NAME [--port 5000]          # on a server started with --auth
+#   scripts/tracking_server.sh grant NAME EXPERIMENT [EDIT|READ|MANAGE] [--port 5000]   # the admin, likewise
 #
 # Backends (the store URI, which may hold a password, never appears on a command line):
 #   --backend sqlite    (default) SQLite at $OPTBENCH_SQLITE (mlruns/mlflow.db)
@@ -14,6 +15,9 @@
 # or from the file named by $OPTBENCH_ADMIN_PASSWORD_FILE, never from the command line. add-user reads the
 # admin's credentials from MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD and the new user's password from
 # $OPTBENCH_NEW_USER_PASSWORD (or stdin). Clients then set MLFLOW_TRACKING_USERNAME/_PASSWORD.
+# Least privilege: every user may READ everything; a user may write only in experiments they created or
+# were granted EDIT on (grant). EDIT on an experiment lets a user change every run in it, anyone's
+# (docs/distributed.md). basic_auth.db (password hashes) is created with mode 600.
 # Artifacts are served through the server ($OPTBENCH_ARTIFACTS, mlruns/artifacts). The last line printed is
 # MLFLOW_TRACKING_URI=http://127.0.0.1:PORT; SIGTERM or Ctrl-C stops the server (and PostgreSQL).
 set -euo pipefail
@@ -24,27 +28,58 @@ PORT="${OPTBENCH_MLFLOW_PORT:-5000}"
 HOST=127.0.0.1
 BACKEND=sqlite
 AUTH=0
-DEFAULT_PERMISSION=EDIT
+DEFAULT_PERMISSION=READ
 ALLOWED_HOSTS=""
 die() { echo "tracking_server.sh: $*" >&2; exit 2; }
+
+# The admin's commands on a running --auth server: a new user, a grant on one experiment.
+admin_call() {
+  [ -n "${MLFLOW_TRACKING_USERNAME:-}" ] && [ -n "${MLFLOW_TRACKING_PASSWORD:-}" ] ||
+    die "$1 needs the admin's MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment"
+  MLFLOW_TRACKING_URI="http://127.0.0.1:$PORT" "$PYTHON" -c "$ADMIN_PY" "$@"
+}
+ADMIN_PY='
+import os, sys
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.server import get_app_client
+uri = os.environ["MLFLOW_TRACKING_URI"]
+try:
+    auth = get_app_client("basic-auth", tracking_uri=uri)
+    if sys.argv[1] == "add-user":
+        user = auth.create_user(username=sys.argv[2], password=os.environ["OPTBENCH_NEW_USER_PASSWORD"])
+        print(f"created user {user.username}")
+    else:
+        name, experiment, permission = sys.argv[2:5]
+        found = mlflow.MlflowClient(uri).get_experiment_by_name(experiment)
+        if found is None:
+            raise MlflowException(f"no experiment named {experiment!r} on this server")
+        auth.grant_user_permission(name, "experiment", found.experiment_id, permission)
+        print(f"granted {permission} on experiment {experiment} to {name}")
+except (MlflowException, OSError, ValueError) as err:
+    message = getattr(err, "message", None) or str(err)
+    print(f"tracking_server.sh: {sys.argv[1]}: {message.splitlines()[0]}", file=sys.stderr)
+    sys.exit(2)
+'
 
 if [ "${1:-}" = add-user ]; then
   shift
   NAME="${1:-}"; [ -n "$NAME" ] || die "add-user NAME [--port P]"; shift
   [ "${1:-}" = --port ] && PORT="$2"
-  [ -n "${MLFLOW_TRACKING_USERNAME:-}" ] && [ -n "${MLFLOW_TRACKING_PASSWORD:-}" ] ||
-    die "add-user needs the admin's MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD in the environment"
   if [ -z "${OPTBENCH_NEW_USER_PASSWORD:-}" ]; then read -r -s -p "password for $NAME: " OPTBENCH_NEW_USER_PASSWORD; echo; fi
-  OPTBENCH_NEW_USER="$NAME" OPTBENCH_NEW_USER_PASSWORD="$OPTBENCH_NEW_USER_PASSWORD" \
-    MLFLOW_TRACKING_URI="http://127.0.0.1:$PORT" "$PYTHON" - <<'EOF'
-import os
-from mlflow.server import get_app_client
-
-client = get_app_client("basic-auth", tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
-user = client.create_user(username=os.environ["OPTBENCH_NEW_USER"], password=os.environ["OPTBENCH_NEW_USER_PASSWORD"])
-print(f"created user {user.username}")
-EOF
-  exit 0
+  [ ${#OPTBENCH_NEW_USER_PASSWORD} -ge 12 ] || die "add-user: the password for $NAME must have at least 12 characters"
+  OPTBENCH_NEW_USER_PASSWORD="$OPTBENCH_NEW_USER_PASSWORD" admin_call add-user "$NAME"
+  exit $?
+fi
+if [ "${1:-}" = grant ]; then
+  shift
+  [ $# -ge 2 ] || die "grant NAME EXPERIMENT [EDIT|READ|MANAGE] [--port P]"
+  NAME="$1" EXPERIMENT="$2"; shift 2
+  PERMISSION=EDIT
+  case "${1:-}" in EDIT|READ|MANAGE|NO_PERMISSIONS) PERMISSION="$1"; shift ;; esac
+  [ "${1:-}" = --port ] && PORT="$2"
+  admin_call grant "$NAME" "$EXPERIMENT" "$PERMISSION"
+  exit $?
 fi
 
 while [ $# -gt 0 ]; do
@@ -143,8 +178,9 @@ fi
 [ "$HOST" = 127.0.0.1 ] || [ "$AUTH" = 1 ] ||
   echo "tracking_server.sh: WARNING: listening on $HOST without --auth: anyone who reaches it can write runs" >&2
 echo "tracking_server.sh: MLflow on http://$HOST:$PORT (backend: $BACKEND, artifacts: $ARTIFACTS, auth: $AUTH)" >&2
-MLFLOW_ARTIFACTS_DESTINATION="$ARTIFACTS" "$MLFLOW" server --host "$HOST" --port "$PORT" --workers 1 \
-  --allowed-hosts "$ALLOWED_HOSTS" "${APP[@]}" >&2 &
+# umask 077: the server's files (basic_auth.db holds password hashes) are readable by their owner only.
+(umask 077 && MLFLOW_ARTIFACTS_DESTINATION="$ARTIFACTS" exec "$MLFLOW" server --host "$HOST" --port "$PORT" \
+  --workers 1 --allowed-hosts "$ALLOWED_HOSTS" "${APP[@]}") >&2 &
 PIDS+=($!)
 for _ in $(seq 1 240); do
   if "$PYTHON" -c "import sys, urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/health', timeout=1)" 2>/dev/null; then

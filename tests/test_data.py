@@ -81,6 +81,7 @@ def test_offline_missing_data_is_a_clear_error(tmp_path, monkeypatch):
         dm.prepare_data()
     message = str(info.value)
     assert "train-images-idx3-ubyte" in message and "OPTBENCH_DATA_ROOT" in message and "offline" in message
+    assert "data.download=true" not in message, "download was already on: the advice must not be to turn it on"
     assert not isinstance(info.value.__cause__, URLError)
 
 
@@ -94,6 +95,18 @@ def test_truncated_file_is_named(tmp_path):
     path = raw / "t10k-labels-idx1-ubyte"
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte is truncated or corrupt: 9998 bytes, expected 10008"):
+        MNISTDataModule(root=tmp_path, download=False, verify=False).setup()
+
+
+def test_a_corrupt_header_of_the_right_size_says_so(tmp_path):
+    raw = write_fake_dataset(tmp_path)
+    path = raw / "t10k-labels-idx1-ubyte"
+    blob = bytearray(path.read_bytes())
+    blob[3] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(
+        DataError, match=r"t10k-labels-idx1-ubyte has a corrupt header: its IDX magic number is 2302, expected 2049"
+    ):
         MNISTDataModule(root=tmp_path, download=False, verify=False).setup()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from hydra.errors import HydraException
 from hypothesis import HealthCheck, given, settings
@@ -225,3 +227,30 @@ def test_the_cli_ends_cleanly_whatever_it_is_given(data_root, tmp_path_factory, 
         assert message, "a config error says why"
     else:
         assert len(runs) == 1 and runs[0].info.status in ("FINISHED", "FAILED"), proc.stderr[-2000:]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2.5 MB tmpfs (a full disk after the first checkpoint); skipped where this user cannot mount one."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2500k", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip() or 'mount failed'})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_ends_the_run_failed_in_one_paragraph(data_root, small_disk, tmp_path):
+    uri = f"sqlite:///{small_disk / 'mlflow.db'}"
+    proc = run_cli(*quick_args(data_root, uri, tmp_path, "data.subset=2048", "trainer.max_epochs=3"), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "The run failed: OSError: No space left on device" in proc.stderr
+    assert ": FAILED val_acc=" in proc.stdout, "the run's last line"
+    (run,) = runs_of(uri)[1]
+    assert run.info.status == "FAILED" and "No space left on device" in run.data.tags["failure_reason"]

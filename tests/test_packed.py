@@ -147,7 +147,9 @@ def test_interrupt_then_resume_a_packed_run(data_root, tmp_path):
     proc = start_cli("-m", "hydra/launcher=packed", *args)
     wait_for_epoch(uri, 1, proc)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in err, err[-2000:]  # README: 1 when a run was killed
+    assert out.count(": KILLED run_id=") == 2 and "ended KILLED" in err
     client, runs = runs_of(uri)
     ends = [(r.info.status, r.data.tags.get("failure_reason")) for r in runs]
     assert ends == [("KILLED", "interrupted")] * 2, err[-2000:]

@@ -84,7 +84,7 @@ def test_tampered_dataset_changes_digest_and_warns(data_root, tmp_path, capsys):
     blob = bytearray(labels.read_bytes())
     blob[8] = (blob[8] + 1) % 10  # relabel the first test digit
     labels.write_bytes(bytes(blob))
-    code = rerun.main([before.info.run_id, "--tracking-uri", uri])
+    code = rerun.main([before.info.run_id, f"data.root={root}", "--tracking-uri", uri])  # where data is: ours to say
     err = capsys.readouterr().err
     assert "WARNING: dataset digest differs" in err and before.data.tags["dataset_digest"] in err
     assert code in (0, 3)

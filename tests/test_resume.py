@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import signal
+import time
 
 import mlflow
 import pytest
 
 from optbench import store
 
-from .helpers import quick_args, resume_args, run_cli, runs_of, start_cli, wait_for_epoch
+from .helpers import compare_json, quick_args, resume_args, run_cli, runs_of, start_cli, wait_for_epoch
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +27,9 @@ def test_interrupt_then_resume_equals_uninterrupted(data_root, tmp_path, sig):
     proc = start_cli(*quick_args(data_root, uri, tmp_path, *args))
     run_id = wait_for_epoch(uri, 1, proc)
     proc.send_signal(sig)
-    proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, "README: 1 when a run was killed"
+    assert ": KILLED val_acc=" in out and f"run_id={run_id}" in out, "the run's last line, also when interrupted"
     client = mlflow.MlflowClient(uri)
     killed = client.get_run(run_id)
     assert killed.info.status == "KILLED" and killed.data.tags["failure_reason"] == "interrupted"
@@ -55,3 +57,25 @@ def test_resume_of_unknown_run_is_clear(data_root, tmp_path):
     store.prepare(uri, "optbench")  # the store exists, the run does not
     proc = run_cli(f"logger.tracking_uri={uri}", "resume=deadbeef", f"hydra.run.dir={tmp_path}", check=False)
     assert proc.returncode == 2 and "No run with id 'deadbeef'" in proc.stderr
+
+
+def test_a_live_run_is_not_resumed_and_a_killed_one_is(data_root, tmp_path):
+    """Two writers on one run once logged total_time_s twice; a SIGKILLed run stayed RUNNING, listed like a
+    live one. Now the heartbeat tells them apart."""
+    uri = f"sqlite:///{tmp_path / 'a.db'}"
+    proc = start_cli(*quick_args(data_root, uri, tmp_path, "data.subset=3072", "trainer.max_epochs=3", "seed=5"))
+    run_id = wait_for_epoch(uri, 1, proc)
+    client = mlflow.MlflowClient(uri)
+    while "last.ckpt" not in {a.path.split("/")[-1] for a in client.list_artifacts(run_id, "last")}:
+        time.sleep(0.5)
+    second = run_cli(*resume_args(data_root, uri, tmp_path, run_id), check=False)
+    assert second.returncode == 2 and f"still being trained by process {proc.pid} on host" in second.stderr
+    assert "Traceback" not in second.stderr
+    proc.kill()
+    proc.wait(timeout=60)
+    assert client.get_run(run_id).info.status == "RUNNING", "SIGKILL leaves it RUNNING"
+    (stale,) = compare_json(uri, "--epochs", "1")["excluded"]
+    assert stale["status"] == "STALE (killed?)" and f"resume={run_id}" in stale["reason"]
+    run_cli(*resume_args(data_root, uri, tmp_path, run_id))
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert len(client.get_metric_history(run_id, "total_time_s")) == 1, "one writer"

@@ -7,10 +7,12 @@ does write the marker file. optbench must refuse before anything is instantiated
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -22,7 +24,7 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from optbench import pipeline, restore
+from optbench import pipeline, stored
 from optbench.cli import rerun
 
 from .helpers import REPO, free_port, quick_args, run_cli, runs_of, start_server, stop_server, tiny_cfg
@@ -40,17 +42,17 @@ def honest(data_root, tmp_path_factory):
     result = pipeline.run(cfg)
     client = mlflow.MlflowClient(uri)
     config = yaml.safe_load(open(client.download_artifacts(result.run_id, "config.yaml", str(tmp))))
-    checkpoint = Path(client.download_artifacts(result.run_id, restore.CHECKPOINT, str(tmp)))
+    checkpoint = Path(client.download_artifacts(result.run_id, stored.CHECKPOINT, str(tmp)))
     return uri, result.run_id, config, checkpoint, tmp
 
 
-def forge(uri: str, honest_id: str, config: dict, checkpoint: Path, tmp: Path, name: str) -> str:
-    """A KILLED run (so that resume would try it) holding the given config and checkpoint."""
+def forge(uri: str, honest_id: str, config: dict | str, checkpoint: Path, tmp: Path, name: str) -> str:
+    """A KILLED run (so that resume would try it) holding the given config (or YAML text) and checkpoint."""
     client = mlflow.MlflowClient(uri)
     run = client.create_run(client.get_run(honest_id).info.experiment_id, run_name=name, tags={"label": "adam"})
     folder = tmp / name
     folder.mkdir()
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / "config.yaml").write_text(config if isinstance(config, str) else yaml.safe_dump(config))
     client.log_artifact(run.info.run_id, str(folder / "config.yaml"))
     client.log_artifact(run.info.run_id, str(checkpoint), "last")
     client.log_metric(run.info.run_id, "val_acc", 0.5, step=1)
@@ -118,6 +120,55 @@ def test_forged_config_is_refused_by_rerun_and_resume(honest, case, tmp_path, mo
     assert len(runs_of(uri)[1]) == before, "no run was created"
     assert mlflow.MlflowClient(uri).get_run(run_id).info.status == "KILLED", "the forged run was not touched"
     assert leaked(uri) == [], "the secret reached the store"
+
+
+def test_stored_places_and_identities_are_never_used(honest, tmp_path, capsys):
+    """A forged checkpoint filename once made a rerun overwrite a file outside its folder, and a forged
+    experiment name sent the rerun's record where the forger chose: both now come from this checkout."""
+    uri, honest_id, config, checkpoint, _ = honest
+    victim = tmp_path / "x" / "victim.ckpt"
+    victim.parent.mkdir()
+    victim.write_text("precious")
+    forged = copy.deepcopy(config)
+    sibling = Path(tempfile.gettempdir()) / "optbench-ckpt-anything"  # where the rerun's checkpoints go
+    forged["callbacks"]["checkpoint"]["filename"] = os.path.relpath(victim.with_suffix(""), sibling)
+    forged["logger"]["experiment_name"] = "forger"
+    run_id = forge(uri, honest_id, forged, checkpoint, tmp_path, "forged-places")
+    assert rerun.main([run_id, "--tracking-uri", uri]) == 3, "it trains the honest config (the forged 0.5 differs)"
+    assert victim.read_text() == "precious", "nothing was written outside the checkpoint folder"
+    client = mlflow.MlflowClient(uri)
+    assert client.get_experiment_by_name("forger") is None
+    (new,) = [r for r in runs_of(uri)[1] if r.data.tags.get("rerun_of") == run_id]
+    assert client.get_experiment(new.info.experiment_id).name == "optbench"
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["alias-bomb", "wrong-type", "bool-for-int", "huge"],
+)
+def test_stored_values_must_be_plain_and_of_our_types(honest, tmp_path, capsys, case):
+    uri, honest_id, config, checkpoint, _ = honest
+    if case == "alias-bomb":  # 600 bytes that expand to 9^9 strings under a plain YAML load
+        lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+        lines += [f"{b}: &{b} [{','.join(['*' + a] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi", strict=True)]
+        text, expected = "\n".join(lines) + "\n", "uses YAML anchors or aliases"
+    elif case == "huge":
+        text, expected = yaml.safe_dump({**config, "label": "x" * 2_000_000}), "more than a config's 1,000,000"
+    else:
+        forged = copy.deepcopy(config)
+        if case == "wrong-type":
+            forged["optimizer"]["lr"] = "0.001; rm -rf /"
+            expected = "optimizer.lr is '0.001; rm -rf /' where this checkout has a float"
+        else:
+            forged["trainer"]["max_epochs"] = True
+            expected = "trainer.max_epochs is True where this checkout has a int"
+        text = yaml.safe_dump(forged)
+    run_id = forge(uri, honest_id, text, checkpoint, tmp_path, case)
+    started = time.time()
+    assert rerun.main([run_id, "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and len(err.strip().splitlines()) == 1, err
+    assert time.time() - started < 30
 
 
 class Payload:
@@ -207,6 +258,36 @@ def test_authenticated_server_rejects_anonymous_writes(data_root, tmp_path):
             if pid.isdigit() and Path(f"/proc/{pid}/cmdline").exists()
         ]
         assert not [c for c in cmdlines if SECRET.encode() in c], "a secret is visible in ps"
+        assert (tmp_path / "basic_auth.db").stat().st_mode & 0o777 == 0o600, (
+            "password hashes readable by the owner only"
+        )
+
+        def admin_cmd(*args, password="bob-pw-123456"):
+            return subprocess.run(["bash", str(REPO / "scripts" / "tracking_server.sh"), *args, "--port", str(port)],
+                                  env={**os.environ, **creds, "MLFLOW": str(Path(sys.executable).parent / "mlflow"),
+                                       "OPTBENCH_NEW_USER_PASSWORD": password}, capture_output=True, text=True, timeout=120)  # fmt: skip
+
+        short = admin_cmd("add-user", "carol", password="short")
+        assert short.returncode == 2 and "at least 12 characters" in short.stderr and "Traceback" not in short.stderr
+        assert admin_cmd("add-user", "bob").returncode == 0
+        bob = mlflow.MlflowClient(uri)
+        alice_run = runs[0].info.run_id
+        os.environ.update(MLFLOW_TRACKING_USERNAME="bob", MLFLOW_TRACKING_PASSWORD="bob-pw-123456")
+        try:
+            assert bob.get_run(alice_run).info.status == "FINISHED", "everyone may read"
+            for write in (lambda: bob.log_metric(alice_run, "val_acc", 0.0, step=99),
+                          lambda: bob.set_tag(alice_run, "label", "bob was here"),
+                          lambda: bob.set_terminated(alice_run, "KILLED")):  # fmt: skip
+                with pytest.raises(mlflow.exceptions.MlflowException, match="(?i)permission"):
+                    write()
+        finally:
+            for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                os.environ.pop(key)
+        granted = admin_cmd("grant", "bob", "optbench", "EDIT")
+        assert granted.returncode == 0 and "granted EDIT on experiment optbench to bob" in granted.stdout, (
+            granted.stderr
+        )
+        assert admin_cmd("grant", "bob", "nope", "EDIT").returncode == 2
     finally:
         stop_server(proc)
     time.sleep(0.5)

@@ -73,10 +73,15 @@ def check_idx(path: Path, magic: int, count: int, item_bytes: int, expected_md5:
         raise DataError(f"Cannot read data file {path}: {err.strerror}. {fix}") from err
     header = 16 if magic == IMAGE_MAGIC else 8
     expected_len = header + count * item_bytes
-    if len(blob) != expected_len or int.from_bytes(blob[:4], "big") != magic:
+    if len(blob) != expected_len:
         raise DataError(
             f"Data file {path} is truncated or corrupt: {len(blob)} bytes, expected {expected_len} "
             f"(IDX magic {magic}, {count} items). {fix}"
+        )
+    if (found := int.from_bytes(blob[:4], "big")) != magic:
+        raise DataError(
+            f"Data file {path} has a corrupt header: its IDX magic number is {found}, expected {magic} "
+            f"(the size, {len(blob)} bytes, is right). {fix}"
         )
     digest = hashlib.md5(blob).hexdigest()
     if expected_md5 is not None and digest != expected_md5:
@@ -197,16 +202,18 @@ class MNISTDataModule(pl.LightningDataModule):
         hint = (
             f"Expected the {self.name} IDX files under {self.raw}/ (missing: {', '.join(p.name for p in missing)}). "
             f"Point data.root (or the env variable {DATA_ROOT_ENV}) at a folder holding "
-            f"{self.spec.folder.__name__}/raw/, or run online with data.download=true."
+            f"{self.spec.folder.__name__}/raw/"
         )
         if not self.download:
-            raise DataError(f"Dataset not found. {hint}")
+            raise DataError(f"Dataset not found. {hint}, or run online with data.download=true.")
         try:
             for train in (True, False):
                 self.spec.folder(str(self.root), train=train, download=True)
         except (RuntimeError, URLError, OSError) as err:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise DataError(f"Could not download {self.name} ({reason}); are you offline? {hint}") from None
+            raise DataError(
+                f"Could not download {self.name} ({reason}); are you offline? {hint}, or run again once online."
+            ) from None
 
     def _load(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         images_path, labels_path = split_files(self.raw, split)

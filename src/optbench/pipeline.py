@@ -97,26 +97,49 @@ def run(
             enable_checkpointing=checkpointing,
             default_root_dir=checkpoint_dir,
         )
-        status = "FINISHED"
+        status, interrupted = "FINISHED", False
         try:
             with ddp.children_run_this_job():
                 trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
         except DivergenceError as err:  # the callback recorded it too; the run ends FAILED
             log.error("%s", err)
             status = "FAILED"
+        except OSError as err:  # a full disk, an unreachable store: recorded FAILED with the reason
+            log.error("%s", os_failure(err))
+            status = "FAILED"
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM (Lightning exits 1 after its shutdown)
+            interrupted = True
+            raise
         finally:
             if tracking is not None:
                 tracking.finish()
+            if interrupted:
+                _say_end(trainer, run_name or cfg.run_name, tracking, module, "KILLED")
     status = tracking.status if tracking is not None else status
+    metrics = _say_end(trainer, run_name or cfg.run_name, tracking, module, status)
+    return RunResult(tracking.run_id if tracking is not None else None, status, metrics)
+
+
+def os_failure(err: OSError) -> str:
+    """One paragraph for a run that the machine stopped (a full disk, a store that went away)."""
+    where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+    return (
+        f"The run failed: {type(err).__name__}: {err.strerror or err}{where}. It ended FAILED with this reason in "
+        "the store (where the store could still be written); free the space or fix the path and train it again."
+    )
+
+
+def _say_end(trainer, name: str, tracking: RunTracking | None, module, status: str) -> dict[str, float]:
+    """The run's last line (rank 0), also when it was interrupted; returns its final metrics."""
     metrics = dict(module.epoch_metrics)
     if tracking is not None and tracking.total_time_s is not None:
         metrics["total_time_s"] = tracking.total_time_s
-    run_id = tracking.run_id if tracking is not None else None
     if trainer.is_global_zero:
         shown = {k: metrics.get(k, math.nan) for k in ("val_acc", "val_loss")}
+        run_id = tracking.run_id if tracking is not None else None
         print(
-            f"[optbench] {run_name or cfg.run_name}: {status} val_acc={shown['val_acc']:.4f} "
-            f"val_loss={shown['val_loss']:.4f} time={metrics.get('total_time_s') or 0:.1f}s run_id={run_id or '-'}",
+            f"[optbench] {name}: {status} val_acc={shown['val_acc']:.4f} val_loss={shown['val_loss']:.4f} "
+            f"time={metrics.get('total_time_s') or 0:.1f}s run_id={run_id or '-'}",
             flush=True,
         )
-    return RunResult(run_id, status, metrics)
+    return metrics

@@ -23,7 +23,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from . import config, provenance, restore, store
+from . import config, provenance, restore, store, stored
 from .jobs import RECORD
 
 COMPARED = ("train_loss", "train_acc", "val_loss", "val_acc")
@@ -51,13 +51,13 @@ def load(source: str, client: mlflow.MlflowClient, local: DictConfig) -> tuple[D
         cfg = restore.from_folder(folder, local)
         record = folder / RECORD
         run_id = json.loads(record.read_text()).get("run_id") if record.is_file() else None
-        if run_id is not None and not re.fullmatch(restore.RUN_ID, str(run_id)):
+        if run_id is not None and not re.fullmatch(stored.RUN_ID, str(run_id)):
             raise RerunError(f"{record} names no valid run id ({run_id!r}).")
         return cfg, store.get_run(client, run_id) if run_id else None
     original = store.get_run(client, source)
     with tempfile.TemporaryDirectory(prefix="optbench-rerun-") as tmp:
-        stored = restore.logged_config(client, source, Path(tmp))
-    return restore.rebuild(stored, local, f"run {source}'s logged config"), original
+        logged = stored.logged_config(client, source, Path(tmp))
+    return restore.rebuild(logged, local, f"run {source}'s logged config"), original
 
 
 def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
@@ -140,7 +140,7 @@ def _tracking_uri(source: str, given: str | None) -> str:
     folder = Path(source) / ".hydra" / "config.yaml"
     logged = None
     if "MLFLOW_TRACKING_URI" not in os.environ and folder.is_file():
-        logged = (restore.read_yaml(folder, str(folder)) or {}).get("logger", {}).get("tracking_uri")
+        logged = (stored.read_yaml(folder, str(folder)) or {}).get("logger", {}).get("tracking_uri")
     return logged if isinstance(logged, str) and "${" not in logged else store.default_tracking_uri()
 
 

@@ -3,38 +3,34 @@
 Anyone who can log a run to a shared server can write its ``config.yaml``, so rerun and resume never
 hand that file to Hydra's ``instantiate`` or to OmegaConf's resolvers. Instead:
 
-1. it is read with ``yaml.safe_load`` (plain data) and refused if any string holds ``${...}``
-   (an interpolation or resolver) or a list holds a mapping;
+1. it is read with ``yaml.safe_load`` (plain data, at most 1 MB, no anchors or aliases) and refused if
+   any string holds ``${...}`` (an interpolation or resolver) or a list holds a mapping;
 2. each config group is matched to this checkout's option whose keys and ``_target_`` values it has:
    an unknown key or a changed target anywhere, nested too, is refused with the difference shown;
-3. that option is composed here and the stored *values* are set on it; machine-local keys (data root,
-   tracking URI, progress bar) come from this machine;
+3. that option is composed here and the stored *values* are set on it, each of the type this checkout
+   has for that key (ranges are checked where a command-line value is: ``config.validate`` and the
+   constructors); places and identities on this machine (``MACHINE_LOCAL``) come from here;
 4. every ``_target_`` of the result is checked against an explicit allowlist before anything is built.
 
 A Hydra output folder must hold exactly what this checkout composes from its ``.hydra/overrides.yaml``.
-Checkpoints are read with ``torch.load(weights_only=True)``: tensors and plain data, no pickled code.
+Stored files are read by ``stored``: YAML capped and alias-free, checkpoints tensors and plain data only.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import math
 import os
-import pickle
-import re
 from pathlib import Path
 from typing import Any
 
-import mlflow
-import torch
-import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from . import config
-from .data import DATASETS
+from .stored import read_yaml, refuse
 
 ALLOWED_TARGETS = frozenset(
     {
@@ -50,23 +46,19 @@ ALLOWED_TARGETS = frozenset(
     }
 )
 META_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
-# Where things are on this machine: taken from here, not from a stored config (a logged data root only
-# where it holds the data on this machine too).
-MACHINE_LOCAL = ("data.root", "data.download", "logger.tracking_uri", "trainer.enable_progress_bar")
-CHECKPOINT = "last/last.ckpt"  # where MLFlowLogger uploads ModelCheckpoint's last.ckpt
-RUN_ID = re.compile(r"[0-9a-f]{32}")
-
-
-class RestoreError(ValueError):
-    """A stored config or checkpoint that this checkout will not run; the message names what and why."""
-
-
-def refuse(what: str, problems: list[str]) -> RestoreError:
-    shown = "; ".join(problems[:6]) + ("; ..." if len(problems) > 6 else "")
-    return RestoreError(
-        f"Refusing {what}: {shown}. A logged config is data, never code: rerun and resume only accept the "
-        "keys and targets this checkout's own config groups produce (see README, Security)."
-    )
+# Places and identities on this machine: always this checkout's and the command line's, never a stored
+# config's (a forged checkpoint filename wrote outside its folder; a forged experiment name sent a rerun's
+# record elsewhere).
+MACHINE_LOCAL = (
+    "data.root",
+    "data.download",
+    "logger.tracking_uri",
+    "logger.experiment_name",
+    "callbacks.checkpoint.dirpath",
+    "callbacks.checkpoint.filename",
+    "trainer.default_root_dir",
+    "trainer.enable_progress_bar",
+)
 
 
 def _plain_problems(tree: Any, path: str = "") -> list[str]:
@@ -105,7 +97,28 @@ def _mismatches(stored: dict, ours: dict, path: str) -> list[str]:
                 out.append(f"{name} is a mapping where this checkout has the value {ours[key]!r}")
         elif isinstance(ours[key], dict):
             out.append(f"{name} is {value!r} where this checkout has a mapping")
+        elif not _same_kind(value, ours[key]):
+            out.append(f"{name} is {_shown(value)} where this checkout has a {type(ours[key]).__name__}")
     return out
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _same_kind(stored: Any, ours: Any) -> bool:
+    """A stored value of the type this checkout's value has (ints pass for floats; a None default, which
+    has no type here, takes a plain scalar; lists element by element)."""
+    if ours is None:
+        return stored is None or isinstance(stored, bool | int | float | str)
+    if isinstance(ours, bool) or isinstance(stored, bool):
+        return isinstance(stored, bool) and isinstance(ours, bool)
+    if isinstance(ours, float):
+        return isinstance(stored, int | float) and math.isfinite(stored)
+    if isinstance(ours, list):
+        return isinstance(stored, list) and all(_same_kind(v, ours[0] if ours else None) for v in stored)
+    return isinstance(stored, type(ours))
 
 
 def _agreement(stored: Any, ours: Any) -> int:
@@ -176,33 +189,29 @@ def rebuild(stored: Any, local: DictConfig | None = None, what: str = "this logg
 
 
 def _localize(cfg: DictConfig, here: dict) -> None:
-    """This machine's tracking URI and progress bar; the logged data root where it holds the data here
-    (the same files as the original), else this machine's."""
+    """Places and identities of this machine (``MACHINE_LOCAL``) from this checkout and command line;
+    one this checkout does not set is removed."""
     for key in MACHINE_LOCAL:
-        group, name = key.split(".")
-        if cfg.get(group) is None or here.get(group) is None:
+        parent, _, name = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent)
+        if node is None:
             continue
-        if key == "data.root":
-            folder = DATASETS[cfg.data.name].folder.__name__ if cfg.data.name in DATASETS else ""
-            if (Path(str(cfg.data.root)).expanduser() / folder).is_dir():
-                continue
-        cfg[group][name] = here[group][name]
+        value = _lookup(here, key)
+        if value is _ABSENT:
+            node.pop(name, None)
+        else:
+            node[name] = value
 
 
-def read_yaml(path: Path, what: str) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise refuse(what, [f"{path.name} is not plain YAML ({str(err).splitlines()[0]})"]) from None
+_ABSENT = object()
 
 
-def logged_config(client: mlflow.MlflowClient, run_id: str, dest: Path) -> Any:
-    """A run's ``config.yaml`` artifact as plain data."""
-    try:
-        path = Path(client.download_artifacts(run_id, "config.yaml", str(dest)))
-    except (MlflowException, OSError) as err:
-        raise RestoreError(f"Run {run_id} has no config.yaml artifact to rebuild its config from.") from err
-    return read_yaml(path, f"run {run_id}'s logged config")
+def _lookup(tree: dict, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return _ABSENT
+        tree = tree[part]
+    return tree
 
 
 def from_folder(folder: Path, local: DictConfig | None = None) -> DictConfig:
@@ -239,20 +248,3 @@ def _differences(stored: Any, ours: Any, path: str) -> list[str]:
     if stored != ours:
         return [f"{path.rstrip('.')} is {stored!r} where this checkout composes {ours!r}"]
     return []
-
-
-def checkpoint(client: mlflow.MlflowClient, run_id: str, dest: Path) -> Path:
-    """A run's last checkpoint, downloaded and verified to hold tensors and plain data only."""
-    try:
-        path = Path(client.download_artifacts(run_id, CHECKPOINT, str(dest)))
-    except (MlflowException, OSError) as err:
-        raise RestoreError(f"Run {run_id} has no {CHECKPOINT} artifact: it cannot be resumed.") from err
-    try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RestoreError(
-            f"Refusing the checkpoint of run {run_id} ({CHECKPOINT}): it holds more than tensors and plain data "
-            f"(torch.load(weights_only=True) says: {first}). Loading it could run code from the store."
-        ) from None
-    return path

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import pipeline, restore, store
+from . import heartbeat, pipeline, restore, store, stored
 from .config import ConfigError
 
 
@@ -35,13 +35,21 @@ def resume(cfg: DictConfig, overrides: list[str]) -> pipeline.RunResult:
         raise ConfigError(
             f"Run {run_id} has FINISHED: there is nothing to resume (optbench-rerun {run_id} trains it again)."
         )
+    beat = heartbeat.of(run)
+    if run.info.status == "RUNNING" and beat is not None and beat.alive:
+        raise ConfigError(
+            f"Run {run_id} is still being trained by {beat.describe()}: resuming it would make two writers of "
+            "one run. Stop that process (Ctrl-C or SIGTERM ends the run KILLED, ready to resume), or leave it; a "
+            f"run whose trainer died can be resumed once its heartbeat is {heartbeat.STALE_S / 60:.0f} minutes old, "
+            "or at once on the host that trained it."
+        )
     if run.data.tags.get("failure_reason") == "diverged":
         raise ConfigError(
             f"Run {run_id} diverged; resuming it would diverge again. Rerun it with a smaller optimizer.lr."
         )
     with tempfile.TemporaryDirectory(prefix="optbench-resume-") as tmp:
-        stored = restore.logged_config(client, run_id, Path(tmp))
-        rebuilt = restore.rebuild(stored, local=cfg, what=f"run {run_id}'s logged config")
+        logged = stored.logged_config(client, run_id, Path(tmp))
+        rebuilt = restore.rebuild(logged, local=cfg, what=f"run {run_id}'s logged config")
         for override in overrides:  # where things are, when given on this command line
             if _key(override) in restore.MACHINE_LOCAL:
                 OmegaConf.update(rebuilt, _key(override), OmegaConf.select(cfg, _key(override)), merge=False)
@@ -54,7 +62,7 @@ def resume(cfg: DictConfig, overrides: list[str]) -> pipeline.RunResult:
             )
             (result,) = run_pack([rebuilt], resume={0: run_id})
         else:
-            checkpoint = restore.checkpoint(client, run_id, Path(tmp))
+            checkpoint = stored.checkpoint(client, run_id, Path(tmp))
             result = pipeline.run(rebuilt, run_name=run.info.run_name, resume=run_id, checkpoint=checkpoint)
     if result.run_id and "val_acc" not in result.metrics:  # killed after its last epoch: nothing was left to train
         result.metrics = {**client.get_run(run_id).data.metrics, **result.metrics}

@@ -8,7 +8,8 @@ Each gap this callback fills, in one line:
 - the resolved config as ``config.yaml``; MLflow system metrics, including the last partial interval;
 - an honest end state: FINISHED, FAILED with ``failure_reason`` (diverged, or the error), or KILLED on
   Ctrl-C/SIGTERM (Lightning's logger only knows "failed"), set after Lightning has finalised the run;
-- an epoch's metrics and its checkpoint upload are kept together: signals wait until both are written.
+- an epoch's metrics and its checkpoint upload are kept together: signals wait until both are written;
+- a heartbeat (``heartbeat``) that tells a live run from a dead one.
 Only global rank 0 talks to MLflow.
 """
 
@@ -27,7 +28,7 @@ import yaml
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from . import provenance
+from . import heartbeat, provenance
 from .module import DivergenceError
 
 FAILURE_TAGS = ("failure_reason", "failure_detail", "diverged_epoch", "diverged_step")
@@ -89,7 +90,7 @@ class RunTracking(pl.Callback):
         self.config: Mapping[str, Any] | None = None
         self.params: Mapping[str, Any] = {}
         self.resuming = False
-        self.client = self.run_id = self._monitor = None
+        self.client = self.run_id = self._monitor = self._beats = None
         self._reached: set[float] = set()
         self._train_time = 0.0  # cumulative epoch time: the clock of time-to-target
         self._time_before = 0.0  # training time of a resumed run's earlier sessions
@@ -110,6 +111,7 @@ class RunTracking(pl.Callback):
                 self._reopen()
             else:
                 self._log_description(trainer)
+            self._beats = heartbeat.Heartbeat(self.client, [self.run_id]).start()
             if self.system_metrics:
                 self._start_monitor(trainer.logger._tracking_uri)
         trainer.strategy.barrier()
@@ -153,6 +155,9 @@ class RunTracking(pl.Callback):
         if self._monitor is not None:
             stop_monitor(self._monitor)
             self._monitor = None
+        if self._beats is not None:
+            self._beats.stop()
+            self._beats = None
         if self.client is not None:
             self.client.set_terminated(self.run_id, status=self.status)
             self.client = None
@@ -178,6 +183,8 @@ class RunTracking(pl.Callback):
         self._hold.hold()
         if trainer.is_global_zero:
             self.log_metrics(metrics, step=epoch)
+            if self._beats is not None:
+                self._beats.beat()
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._hold.release()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import config, restore, runtime
+from .. import config, runtime, stored
 from ..data import DataError
 from ..rerun import RerunError, rerun
 from ..store import StoreError
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime.quiet_libraries()
     try:
         return rerun(args.source, args.overrides, args.tracking_uri)
-    except (RerunError, StoreError, restore.RestoreError, config.ConfigError, DataError) as err:
+    except (RerunError, StoreError, stored.RestoreError, config.ConfigError, DataError) as err:
         print(f"optbench-rerun: {err}", file=sys.stderr)
         return 2
 

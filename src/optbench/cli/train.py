@@ -14,7 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from .. import config, jobs, pipeline, restore
+from .. import config, jobs, pipeline, stored
 from ..data import DataError
 from ..resume import resume
 from ..store import StoreError
@@ -35,9 +35,12 @@ def _job(cfg: DictConfig) -> pipeline.RunResult:
         if cfg.get("resume"):
             return resume(cfg, list(HydraConfig.get().overrides.task))
         return pipeline.run(cfg)
-    except (config.ConfigError, DataError, StoreError, restore.RestoreError) as err:
+    except (config.ConfigError, DataError, StoreError, stored.RestoreError) as err:
         log.error("%s", err)
         return pipeline.RunResult(None, "INVALID", error=str(err))
+    except OSError as err:  # outside the fit too (creating the run or its checkpoint folder on a full disk)
+        log.error("%s", pipeline.os_failure(err))
+        return pipeline.RunResult(None, "FAILED", error=str(err))
 
 
 def main() -> None:
@@ -51,6 +54,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         _job()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM outside a run's own handling (a packed sweep, a launcher)
+        print(
+            "optbench-train: interrupted: unfinished runs ended KILLED (optbench-train resume=RUN_ID continues one)",
+            file=sys.stderr,
+        )
+        sys.exit(1)
     except SystemExit as exit_:
         # Hydra reports a config it cannot compose (unknown key, bad value syntax) and exits 1 before any job
         # ran: that is a config error like ours, so it exits 2 too.

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import mlflow
 from mlflow.entities import Run, ViewType
 
+from .. import heartbeat
+
 SUMMARY_TAG = "optbench.kind"  # summary, tuning and trajectory runs: not training runs
 # Params that never change results: where things are, how they are logged, speed switches.
 NOT_IDENTITY = {
@@ -64,7 +66,7 @@ def select_runs(
     if exp is None:
         names = [e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
         raise CompareError(f"No experiment named {experiment!r} in this store; it has: {', '.join(names) or 'none'}.")
-    clauses = [f"tags.sweep_id = '{sweep}'"] if sweep else []
+    clauses = [f"tags.sweep_id = {quoted(sweep)}"] if sweep else []
     if filter_string:  # MLflow's filter grammar joins clauses with AND only
         clauses.append(filter_string)
     runs, token = [], None
@@ -78,6 +80,15 @@ def select_runs(
             return runs
 
 
+def quoted(value: str) -> str:
+    """A string literal of MLflow's filter grammar, which has no escapes: quoted with the quote it lacks."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise CompareError(f"A sweep id holding both kinds of quote cannot be selected by MLflow's filter: {value!r}.")
+
+
 def identity(run: Run) -> tuple[tuple[str, str], ...]:
     """The params that decide a run's results, seed excepted."""
     return tuple(
@@ -89,17 +100,19 @@ def identity(run: Run) -> tuple[tuple[str, str], ...]:
     )
 
 
-def _seed(run: Run) -> int:
-    value = run.data.params.get("seed", run.data.tags.get("seed", "-1"))
-    try:
-        return int(value)
-    except ValueError:
-        return -1
+def _seed(run: Run) -> int | None:
+    """The run's seed, None when it is not a non-negative integer ("3.5", "abc", missing)."""
+    value = str(run.data.params.get("seed", run.data.tags.get("seed", ""))).strip()
+    return int(value) if value.isdigit() else None
 
 
-def _excluded(run: Run, label: str) -> dict:
-    reason = run.data.tags.get("failure_reason", "")
+def _excluded(run: Run, label: str, reason: str | None = None) -> dict:
+    reason = run.data.tags.get("failure_reason", "") if reason is None else reason
     status = "DIVERGED" if reason == "diverged" else run.info.status
+    beat = heartbeat.of(run)
+    if status == "RUNNING" and beat is not None and not beat.alive:
+        status = "STALE (killed?)"
+        reason = f"no live trainer ({beat.describe()}); optbench-train resume={run.info.run_id} continues it"
     return {
         "run_id": run.info.run_id,
         "run_name": run.info.run_name,
@@ -122,9 +135,13 @@ def group_runs(runs: list[Run], include_reruns: bool = False) -> Selection:
         if run.info.status != "FINISHED":
             excluded.append(_excluded(run, label))
             continue
+        seed = _seed(run)
+        if seed is None:
+            value = run.data.params.get("seed", run.data.tags.get("seed"))
+            excluded.append(_excluded(run, label, f"unreadable seed {value!r}"))
+            continue
         key = (label, tags.get("data", "?"), identity(run), rerun)
         group = groups.setdefault(key, Group(label, key[1], key[2], rerun=rerun))
-        seed = _seed(run)
         if seed in group.runs:
             group.duplicates.append(group.runs[seed])
         group.runs[seed] = run  # sorted by end time: the latest finished wins

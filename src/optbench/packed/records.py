@@ -15,7 +15,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking.context.registry import resolve_tags
 from omegaconf import DictConfig
 
-from .. import provenance, restore, store, tracking
+from .. import heartbeat, provenance, store, stored, tracking
 from ..module import DivergenceError
 from ..pipeline import flatten
 
@@ -33,6 +33,7 @@ class PackedRun:
     checkpoint: Path | None = None
     total_time_s: float | None = None
     monitor: Any = None
+    beats: Any = None
     _tmp: Any = None
 
     @classmethod
@@ -48,7 +49,7 @@ class PackedRun:
         tmp = tempfile.TemporaryDirectory(prefix="optbench-pack-")
         if resume:
             run = cls(client, resume, targets, _tmp=tmp)
-            run.checkpoint = restore.checkpoint(client, resume, Path(tmp.name))
+            run.checkpoint = stored.checkpoint(client, resume, Path(tmp.name))
             run.time_before = run.train_time = tracking.reopen(client, resume)
             run.reached = {
                 t for t in targets if tracking.target_metric_names(t)[0] in client.get_run(resume).data.metrics
@@ -59,6 +60,7 @@ class PackedRun:
             run = cls(client, created.info.run_id, targets, _tmp=tmp)
             device_tags = provenance.device(device, 1)
             tracking.describe_run(client, run.run_id, flatten(record), record, device_tags, datamodule)
+        run.beats = heartbeat.Heartbeat(client, [run.run_id]).start()
         if tracking_cfg.get("system_metrics"):
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
@@ -82,6 +84,7 @@ class PackedRun:
             tracking.time_to_targets(metrics["val_acc"], epoch, step, self.train_time, self.targets, self.reached)
         )
         self.log(metrics, epoch)
+        self.beats.beat()
 
     def save(self, payload: dict) -> None:
         path = Path(self._tmp.name) / "last.ckpt"
@@ -95,6 +98,8 @@ class PackedRun:
 
     def end(self, status: str, **tags: Any) -> None:
         self._stop_monitor()
+        if self.beats is not None:
+            self.beats.stop()
         if tags:
             self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
         self.client.set_terminated(self.run_id, status)
@@ -127,9 +132,7 @@ def load_checkpoint(path: Path, model, k: int, replica) -> tuple[int, int]:
     """Put a replica checkpoint (already verified to be plain data) into slot k; return (epoch, step)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("format") != FORMAT:
-        raise restore.RestoreError(
-            f"{path.name} is not a packed replica's checkpoint (format {state.get('format')!r})."
-        )
+        raise stored.RestoreError(f"{path.name} is not a packed replica's checkpoint (format {state.get('format')!r}).")
     with torch.no_grad():
         for view, value in zip(model.replica(k), state["net"].values(), strict=True):
             view.copy_(value)

@@ -208,6 +208,9 @@ def run_pack(
             if replica.status == "RUNNING":
                 replica.run.end("KILLED", failure_reason="interrupted")
                 replica.status = "KILLED"
+                print(
+                    f"[optbench] {replica.cfg.run_name} (pack {pack}): KILLED run_id={replica.run.run_id}", flush=True
+                )
         raise
     total = time.perf_counter() - clock
     results = []

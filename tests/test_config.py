@@ -6,9 +6,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 
-from optbench.config import instantiate_group, options
+from optbench.config import build, instantiate_group, options
 from optbench.data import MNISTDataModule
 from optbench.module import ClassifierModule
 from optbench.optim import BaseOptimizer
@@ -105,3 +106,16 @@ def test_tracking_uri_from_environment(monkeypatch):
     assert compose_cfg().logger.tracking_uri == "http://127.0.0.1:5999"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert compose_cfg().logger.tracking_uri == "sqlite:///mlruns/mlflow.db"
+
+
+@pytest.mark.parametrize("name", options("optimizer"))
+def test_every_effective_record_rebuilds_with_its_values(name, data_root):
+    """What a run logs (its effective config, preset values filled in) passes the stored-value schema."""
+    from optbench import restore
+    from optbench.config import effective
+
+    cfg = compose_cfg(f"optimizer={name}", f"data.root={data_root}")
+    _, _, optimizer = build(cfg)
+    record = effective(cfg, optimizer, threads=1)
+    rebuilt = restore.rebuild(record)
+    assert OmegaConf.to_container(rebuilt.optimizer) == record["optimizer"]

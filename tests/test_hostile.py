@@ -167,3 +167,19 @@ def test_a_sweep_id_with_a_quote_is_selected(tmp_path):
     code, out, err = run_compare(uri, "--sweep", "bob's sweep", "--format", "json", "--epochs", "1")
     assert code == 0, err
     assert [r["seeds"] for r in strict_json(out)["rows"]] == [2]
+
+
+def test_the_same_configuration_and_seed_from_two_users_is_a_conflict(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp_id = store.prepare(uri, "optbench")
+    client = mlflow.MlflowClient(uri)
+    for seed in (1, 2, 3):
+        forge(client, exp_id, "adam", seed, [0.98], tags={"mlflow.user": "alice"})
+    forge(client, exp_id, "adam", 2, [0.10], tags={"mlflow.user": "bob"})  # later: "latest wins" would take it
+    forge(client, exp_id, "adam", 3, [0.981], tags={"mlflow.user": "alice"})  # alice's own rerun: a duplicate
+    code, out, _ = run_compare(uri, "--sweep", "hostile", "--format", "json", "--epochs", "1")
+    (row,) = strict_json(out)["rows"]
+    assert code == 0 and row["seeds"] == 2 and row["val_acc@1"] == pytest.approx((0.98 + 0.981) / 2)
+    notes = strict_json(out)["notes"]
+    assert any(n.startswith("CONFLICT adam seed 2:") and "by bob" in n and "by alice" in n for n in notes)
+    assert any("same configuration and seed as a later run" in n for n in notes), "one user's duplicate: latest"

@@ -109,9 +109,14 @@ def _shown(value: Any) -> str:
 
 def _same_kind(stored: Any, ours: Any) -> bool:
     """A stored value of the type this checkout's value has (ints pass for floats; a None default, which
-    has no type here, takes a plain scalar; lists element by element)."""
-    if ours is None:
-        return stored is None or isinstance(stored, bool | int | float | str)
+    has no type here, takes plain scalars; lists element by element)."""
+    if ours is None:  # a preset fills it in (optimizer.betas): any plain scalar, or a flat list of them
+        scalar = (bool, int, float, str)
+        return (
+            stored is None
+            or isinstance(stored, scalar)
+            or (isinstance(stored, list) and all(isinstance(v, scalar) for v in stored))
+        )
     if isinstance(ours, bool) or isinstance(stored, bool):
         return isinstance(stored, bool) and isinstance(ours, bool)
     if isinstance(ours, float):

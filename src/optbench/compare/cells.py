@@ -172,7 +172,7 @@ def build(
             for metric in (TIME, rank_by):
                 if metric and metric in run.data.metrics:
                     row.cells.setdefault(metric, Cell()).by_seed[seed] = run.data.metrics[metric]
-        if group.runs:
+        if group.runs or group.conflicts:
             rows.append(row)
     selection.groups = [r.group for r in rows]
     if primary is None:

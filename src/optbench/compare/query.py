@@ -4,7 +4,8 @@ Two finished runs are seeds of one row only when everything that changes results
 equal: the optimizer and its effective hyperparameters, the preset, the data (subset and val_split
 included), the model, the epochs and batch size. A label whose runs differ in any of these splits into
 rows named by what differs. Reruns are not extra seeds (``include_reruns`` shows them as rows of their
-own), and the same configuration and seed logged twice counts once, the latest finished run.
+own), and the same configuration and seed logged twice by one user counts once, the latest finished run;
+by two users it is a conflict (a forged copy cannot be told from the real one) and neither is counted.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Group:
     identity: tuple[tuple[str, str], ...]
     runs: dict[int, Run] = field(default_factory=dict)  # seed → the latest finished run
     duplicates: list[Run] = field(default_factory=list)  # same configuration and seed, not counted
+    conflicts: dict[int, list[Run]] = field(default_factory=dict)  # seed → runs of different users: none counted
     rerun: bool = False
 
     @property
@@ -142,10 +144,20 @@ def group_runs(runs: list[Run], include_reruns: bool = False) -> Selection:
             continue
         key = (label, tags.get("data", "?"), identity(run), rerun)
         group = groups.setdefault(key, Group(label, key[1], key[2], rerun=rerun))
-        if seed in group.runs:
+        if seed in group.conflicts:
+            group.conflicts[seed].append(run)
+        elif seed in group.runs and _user(group.runs[seed]) != _user(run):
+            group.conflicts[seed] = [group.runs.pop(seed), run]  # whose is real cannot be told from the store
+        elif seed in group.runs:
             group.duplicates.append(group.runs[seed])
-        group.runs[seed] = run  # sorted by end time: the latest finished wins
-    return Selection(name_groups(list(groups.values())), excluded, hidden)
+            group.runs[seed] = run  # sorted by end time: the latest finished wins
+        else:
+            group.runs[seed] = run
+    return Selection(name_groups([g for g in groups.values() if g.runs or g.conflicts]), excluded, hidden)
+
+
+def _user(run: Run) -> str:
+    return run.data.tags.get("mlflow.user", "")
 
 
 def name_groups(groups: list[Group]) -> list[Group]:

@@ -223,6 +223,12 @@ def notes(comparison: Comparison) -> list[str]:
                 f"{dup.info.run_name} ({dup.info.run_id[:8]}): same configuration and seed as a later run of "
                 f"{row.label}; counted once (the latest finished)"
             )
+        for seed, runs in sorted(row.group.conflicts.items()):
+            who = ", ".join(f"{r.info.run_id[:8]} by {r.data.tags.get('mlflow.user', '?')}" for r in runs)
+            lines.append(
+                f"CONFLICT {row.label} seed {seed}: runs of different users with the same configuration and seed "
+                f"({who}); none is averaged in until one is deleted"
+            )
     if comparison.selection.reruns_hidden:
         lines.append(
             f"{comparison.selection.reruns_hidden} rerun(s) not counted as seeds (--include-reruns shows them)"

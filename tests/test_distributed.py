@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 
 from optbench.config import compose
-from optbench.restore import CHECKPOINT
+from optbench.stored import CHECKPOINT
 
 from .helpers import compose_cfg, quick_args, run_cli, runs_of
 

@@ -27,3 +27,19 @@ def test_progress_line():
     assert progress_line(4, 18, 600) == "[optbench] sweep: 4/18 jobs done, 10m00s elapsed, about 35m00s left"
     assert progress_line(0, 18, 5) == "[optbench] sweep: 0/18 jobs done, 0m05s elapsed"
     assert progress_line(3, None, 4000) == "[optbench] sweep: 3 jobs done, 1h06m elapsed"
+
+
+def test_the_progress_callback_travels_to_launcher_workers():
+    import pickle
+
+    from optbench.jobs import SweepProgress
+
+    callback = SweepProgress(every_s=5)
+    config = multirun({}, ["seed=1,2"])
+    config.hydra.sweep = {"dir": "/nonexistent"}
+    callback.on_multirun_start(config)
+    try:
+        copy = pickle.loads(pickle.dumps(callback))  # what joblib does with Hydra's callbacks
+        assert copy.every_s == 5 and copy._thread is None
+    finally:
+        callback._stop.set()

@@ -157,8 +157,8 @@ def test_stored_values_must_be_plain_and_of_our_types(honest, tmp_path, capsys, 
     else:
         forged = copy.deepcopy(config)
         if case == "wrong-type":
-            forged["optimizer"]["lr"] = "0.001; rm -rf /"
-            expected = "optimizer.lr is '0.001; rm -rf /' where this checkout has a float"
+            forged["data"]["batch_size"] = "64; rm -rf /"
+            expected = "data.batch_size is '64; rm -rf /' where this checkout has a int"
         else:
             forged["trainer"]["max_epochs"] = True
             expected = "trainer.max_epochs is True where this checkout has a int"
@@ -167,7 +167,8 @@ def test_stored_values_must_be_plain_and_of_our_types(honest, tmp_path, capsys, 
     started = time.time()
     assert rerun.main([run_id, "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err
-    assert expected in err and len(err.strip().splitlines()) == 1, err
+    refusal = [line for line in err.strip().splitlines() if not line.startswith("WARNING:")]  # a dirty tree warns
+    assert expected in err and len(refusal) == 1, err
     assert time.time() - started < 30
 
 

@@ -98,11 +98,15 @@ class SweepProgress(Callback):
 
     def __init__(self, every_s: float = 60.0):
         self.every_s = every_s
-        self._stop = threading.Event()
+        self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None
+
+    def __getstate__(self) -> dict:  # launchers (joblib) pickle the callbacks for their workers
+        return {"every_s": self.every_s, "_stop": None, "_thread": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._sweep = (Path(config.hydra.sweep.dir), sweep_size(config), time.time())
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
 
@@ -123,13 +127,13 @@ class SweepProgress(Callback):
                 self._say(done)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._stop.set()
         if self._thread is not None:
+            self._stop.set()
             self._thread.join()
             self._say(self._done())
 
 
 def progress_line(done: int, total: int | None, elapsed: float) -> str:
     of = f"/{total}" if total else ""
-    left = f", about {_clock(elapsed / done * (total - done))} left" if total and done else ""
+    left = f", about {_clock(elapsed / done * (total - done))} left" if total and 0 < done < total else ""
     return f"[optbench] sweep: {done}{of} jobs done, {_clock(elapsed)} elapsed{left}"

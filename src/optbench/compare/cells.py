@@ -284,6 +284,8 @@ def time_sharing(rows: list[Row]) -> str:
     threads = {run.data.tags.get("torch_threads") for run in runs}
     if None in beside:
         return "some runs did not record how many jobs ran beside them"
+    if "packed" in beside:
+        return "some runs trained packed, several as one batched model, so a run's wall time is its pack's"
     if beside != {"1"}:
         return f"runs shared the machine with other jobs (up to {max(beside, key=lambda b: int(b) if b.isdigit() else 0)} at once)"
     if len(threads) > 1:

@@ -73,7 +73,7 @@ def interval_text(low: float, high: float, signed: bool = True) -> str:
 
 
 def p_text(p: float | None) -> str:
-    return "—" if p is None else f"{p:.4f}" if p >= 1e-4 else "<0.0001"
+    return "—" if p is None else f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
 
 
 def difference_rows(comparison: Comparison, data: str, columns: list[str]) -> list[list[str]]:

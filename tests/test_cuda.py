@@ -13,15 +13,12 @@ import warnings
 import mlflow
 import pytest
 import torch
-import torch.nn.functional as F
 
 from optbench import graphs, pipeline
-from optbench.model import SeedCNN
-from optbench.optim import create
 from optbench.packed import run_pack
 
 from .helpers import histories, tiny_cfg
-from .test_graphs import SEED_TABLE, HostReads, StepCount
+from .test_graphs import SEED_TABLE, HostReads, StepCount, train_steps
 
 pytestmark = [
     pytest.mark.cuda,
@@ -30,36 +27,12 @@ pytestmark = [
 GPU = ("trainer=gpu",)
 
 
-def gpu_steps(name: str, graphed: bool, steps: int = 8) -> list[torch.Tensor]:
-    """Eight steps of the seed CNN on the GPU, eager or recorded as a CUDA graph after the warm-ups."""
-    torch.manual_seed(0)
-    net = SeedCNN().cuda()
-    opt = create(net.parameters(), name, capturable=True)
-    data = torch.Generator().manual_seed(1)
-    batches = [
-        (torch.randint(0, 256, (32, 28, 28), dtype=torch.uint8, generator=data).cuda(),
-         torch.randint(0, 10, (32,), generator=data).cuda())
-        for _ in range(steps)
-    ]  # fmt: skip
-
-    def step(x, y):
-        opt.zero_grad(set_to_none=False)
-        F.cross_entropy(net(net.prepare(x)), y).backward()
-        opt.step()
-
-    run = graphs.GraphedStep(step, batches[0], graphs.record_cuda) if graphed else step
-    torch.manual_seed(2)
-    for x, y in batches:
-        run(x, y)
-    torch.cuda.synchronize()
-    assert not graphed or run.replay is not None, "the last steps were replays"
-    return [p.detach().cpu() for p in net.parameters()]
-
-
 @pytest.mark.parametrize("name", [*SEED_TABLE, "rprop"])
 def test_capturable_optimizers_replay_their_eager_steps(name):
-    for recorded, eager in zip(gpu_steps(name, True), gpu_steps(name, False), strict=True):
-        torch.testing.assert_close(recorded, eager, rtol=1e-5, atol=1e-6)
+    recorded = train_steps(name, graphed=True, capturable=True, device="cuda", recorder=graphs.record_cuda)
+    eager = train_steps(name, graphed=False, capturable=True, device="cuda")
+    for a, b in zip(recorded, eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_cuda_graph_run_equals_the_eager_run(data_root, tmp_path):

@@ -44,13 +44,18 @@ def traced(monkeypatch):
     monkeypatch.setattr(graphs, "recorder", lambda device: record_traced)
 
 
-def train_steps(name: str, graphed: bool, capturable: bool, steps: int = 8, **hparams) -> list[torch.Tensor]:
+def train_steps(
+    name: str, graphed: bool, capturable: bool, steps: int = 8, device: str = "cpu", recorder=None, **hparams
+) -> list[torch.Tensor]:
+    """``steps`` steps of the seed CNN with dropout, eager or recorded after the warm-ups (``recorder``:
+    ``record_traced`` on the CPU, ``graphs.record_cuda`` on a GPU); the final parameters, on the CPU."""
     torch.manual_seed(0)
-    net = SeedCNN()
+    net = SeedCNN().to(device)
     opt = create(net.parameters(), name, capturable=capturable, **hparams)
     data = torch.Generator().manual_seed(1)
     batches = [
-        (torch.randint(0, 256, (32, 28, 28), dtype=torch.uint8, generator=data), torch.randint(0, 10, (32,), generator=data))
+        (torch.randint(0, 256, (32, 28, 28), dtype=torch.uint8, generator=data).to(device),
+         torch.randint(0, 10, (32,), generator=data).to(device))
         for _ in range(steps)
     ]  # fmt: skip
 
@@ -59,12 +64,12 @@ def train_steps(name: str, graphed: bool, capturable: bool, steps: int = 8, **hp
         F.cross_entropy(net(net.prepare(x)), y).backward()
         opt.step()
 
-    run = graphs.GraphedStep(step, batches[0], record_traced) if graphed else step
+    run = graphs.GraphedStep(step, batches[0], recorder or record_traced) if graphed else step
     torch.manual_seed(2)  # the dropout stream
     for x, y in batches:
         run(x, y)
     assert not graphed or run.replay is not None, "the last steps were replays"
-    return [p.detach().clone() for p in net.parameters()]
+    return [p.detach().cpu().clone() for p in net.parameters()]
 
 
 @pytest.mark.parametrize("foreach", [True, False])

@@ -84,7 +84,7 @@ def difference_rows(comparison: Comparison, data: str, columns: list[str]) -> li
             p = row.paired.get(column)
             if p is None:
                 continue
-            holm = row.p_holm.get(column)
+            holm = row.p_holm.get(column) if p.p is not None else None  # untested: counted in the family, not shown
             pairs = f"{p.wins}/{p.pairs}" + (f" (+{p.unpaired})" if p.unpaired else "")
             diff = "—" if math.isnan(p.diff) else f"{p.diff:+.4f}"
             out.append([row.label, header(column), pairs, diff, interval_text(p.ci_low, p.ci_high), p_text(p.p),

@@ -80,7 +80,7 @@ def test_rows_are_configurations_not_labels(record_store, capsys):
     baseline = "adam [data.subset=256]"
     assert compare.main(["--tracking-uri", uri, "--sweep", "rec", "--no-log", "--baseline", baseline]) == 0
     terminal = " ".join(capsys.readouterr().out.split())
-    assert "adam [data.subset=128]" in terminal and f"Paired difference to {baseline}" in terminal, (
+    assert "adam [data.subset=128]" in terminal and f"against {baseline} (baseline)" in terminal, (
         "the terminal table shows what splits the rows (not eaten as rich markup)"
     )
 

@@ -22,19 +22,19 @@ def val_history(uri, run_id):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
 def test_interrupt_then_resume_equals_uninterrupted(data_root, tmp_path, sig):
-    args = ["data.subset=3072", "trainer.max_epochs=4", "seed=5", "optimizer=adam"]
+    args = ["data.subset=3072", "trainer.max_epochs=8", "seed=5", "optimizer=adam"]  # long enough to interrupt
     uri = f"sqlite:///{tmp_path / 'a.db'}"
     proc = start_cli(*quick_args(data_root, uri, tmp_path, *args))
     run_id = wait_for_epoch(uri, 1, proc)
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 1, "README: 1 when a run was killed"
+    assert proc.returncode == 1, f"README: 1 when a run was killed\n{out[-1500:]}"
     assert ": KILLED val_acc=" in out and f"run_id={run_id}" in out, "the run's last line, also when interrupted"
     client = mlflow.MlflowClient(uri)
     killed = client.get_run(run_id)
     assert killed.info.status == "KILLED" and killed.data.tags["failure_reason"] == "interrupted"
     kept = val_history(uri, run_id)
-    assert kept and kept[0][0] == 1 and len(kept) < 4, "completed epochs are kept"
+    assert kept and kept[0][0] == 1 and len(kept) < 8, "completed epochs are kept"
     assert "last.ckpt" in {a.path.split("/")[-1] for a in client.list_artifacts(run_id, "last")}
 
     proc = run_cli(*resume_args(data_root, uri, tmp_path, run_id))
@@ -44,7 +44,7 @@ def test_interrupt_then_resume_equals_uninterrupted(data_root, tmp_path, sig):
     assert "failure_reason" not in resumed.data.tags, "no stale failure reason on a finished run"
     assert len(client.get_metric_history(run_id, "total_time_s")) == 1
     history = val_history(uri, run_id)
-    assert [step for step, _ in history] == [1, 2, 3, 4], "no duplicated or missing epoch"
+    assert [step for step, _ in history] == list(range(1, 9)), "no duplicated or missing epoch"
 
     straight_uri = f"sqlite:///{tmp_path / 'b.db'}"
     run_cli(*quick_args(data_root, straight_uri, tmp_path, *args))
@@ -63,7 +63,7 @@ def test_a_live_run_is_not_resumed_and_a_killed_one_is(data_root, tmp_path):
     """Two writers on one run once logged total_time_s twice; a SIGKILLed run stayed RUNNING, listed like a
     live one. Now the heartbeat tells them apart."""
     uri = f"sqlite:///{tmp_path / 'a.db'}"
-    proc = start_cli(*quick_args(data_root, uri, tmp_path, "data.subset=3072", "trainer.max_epochs=3", "seed=5"))
+    proc = start_cli(*quick_args(data_root, uri, tmp_path, "data.subset=3072", "trainer.max_epochs=20", "seed=5"))
     run_id = wait_for_epoch(uri, 1, proc)
     client = mlflow.MlflowClient(uri)
     while "last.ckpt" not in {a.path.split("/")[-1] for a in client.list_artifacts(run_id, "last")}:

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 import mlflow
 
 from . import stats
+from .plausible import TIME, not_averaged, unusable
 from .query import CompareError, Group, Selection
 
 CELL_METRICS = ("val_acc", "val_loss")
 CURVES = ("val_acc", "val_loss", "epoch_time_s")
 HIGHER_IS_BETTER = {"val_acc": True, "val_loss": False}
-TIME = "total_time_s"
 
 
 @dataclass
@@ -160,7 +160,7 @@ def build(
             histories = {m: {x.step: x.value for x in client.get_metric_history(run.info.run_id, m)} for m in CURVES}
             if why := unusable(histories, run, rank_by):
                 del group.runs[seed]
-                selection.excluded.append(_not_averaged(run, group.label, why))
+                selection.excluded.append(not_averaged(run, group.label, why))
                 continue
             for metric in CURVES:
                 row.curves.setdefault(metric, {})[seed] = [histories[metric][e] for e in sorted(histories[metric])]
@@ -179,28 +179,6 @@ def build(
         tabulated = [e for e in epochs if any(f"val_acc@{e}" in r.cells for r in rows)]
         primary = f"val_acc@{tabulated[-1]}" if tabulated else None
     return Comparison(epochs, rows, selection, rank_by, aggregate, primary=primary)
-
-
-# What a run can log; beyond it a stored number is a forgery or corruption, not a result.
-PLAUSIBLE = {"val_acc": (0.0, 1.0), "val_loss": (0.0, 1e12), "epoch_time_s": (0.0, 1e9), TIME: (0.0, 1e9)}
-
-
-def unusable(histories: dict[str, dict[int, float]], run, rank_by: str | None = None) -> str:
-    """Why a finished run's numbers cannot be averaged ('' when they can): a NaN, an infinity or a value
-    outside what a run can log, in a curve or a final metric."""
-    finals = {m: {0: run.data.metrics[m]} for m in (TIME, rank_by) if m and m in run.data.metrics}
-    for metric, by_epoch in {**histories, **finals}.items():
-        low, high = PLAUSIBLE.get(metric, (-1e12, 1e12))
-        for epoch, value in sorted(by_epoch.items()):
-            if not (math.isfinite(value) and low <= value <= high):
-                where = f" at epoch {epoch}" if metric in histories else ""
-                return f"{metric}{where} is {value!r}, outside [{low:g}, {high:g}]"
-    return ""
-
-
-def _not_averaged(run, label: str, why: str) -> dict:
-    return {"run_id": run.info.run_id, "run_name": run.info.run_name, "label": label, "status": run.info.status,
-            "reason": why}  # fmt: skip
 
 
 def _source_epoch(history: dict[int, float], epoch: int, metric: str, aggregate: str) -> int | None:

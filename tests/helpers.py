@@ -52,6 +52,9 @@ def start_cli(*args: str, stdout=subprocess.PIPE, env: dict | None = None) -> su
         [sys.executable, "-m", "optbench", *args],
         cwd=REPO,
         env={**full_env, **(env or {})},
+        # Ctrl-C as from a terminal, even when the tests themselves run as a background job (which inherits
+        # SIGINT ignored: the child would then never see the signal the test sends).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,

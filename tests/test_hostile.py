@@ -71,7 +71,7 @@ def strict_json(text: str) -> dict:
 def test_control_characters_never_reach_the_output(hostile, fmt, tmp_path):
     uri, *_ = hostile
     page = tmp_path / "r.html"
-    code, out, err = run_compare(uri, "--sweep", "hostile", "--format", fmt, "--html", str(page))
+    code, out, err = run_compare(uri, "--sweep", "hostile", "--format", fmt, "--html", str(page), "--no-log")
     assert code == 0, err
     for text in (out, err, page.read_text()):
         assert "\x1b" not in text and "\x07" not in text
@@ -84,7 +84,7 @@ def test_control_characters_never_reach_the_output(hostile, fmt, tmp_path):
 
 def test_markdown_cells_cannot_add_rows(hostile):
     uri, *_ = hostile
-    code, out, _ = run_compare(uri, "--sweep", "hostile", "--format", "markdown")
+    code, out, _ = run_compare(uri, "--sweep", "hostile", "--format", "markdown", "--no-log")
     assert code == 0
     lines = out.splitlines()
     start = lines.index(next(x for x in lines if x.startswith("| optimizer | data |")))
@@ -97,7 +97,7 @@ def test_markdown_cells_cannot_add_rows(hostile):
 
 def test_csv_cells_cannot_be_formulas(hostile):
     uri, *_ = hostile
-    code, out, _ = run_compare(uri, "--sweep", "hostile", "--format", "csv")
+    code, out, _ = run_compare(uri, "--sweep", "hostile", "--format", "csv", "--no-log")
     labels = {r["optimizer"] for r in csv.DictReader(io.StringIO(out))}
     assert code == 0 and "'" + LABELS["formula"] in labels
     assert not any(label.startswith(("=", "+", "@")) for label in labels)
@@ -125,7 +125,7 @@ def test_non_finite_metrics_and_odd_seeds_are_listed_not_averaged(tmp_path, fmt)
         forge(client, exp_id, "adam", "3.5", [0.97, 0.98]): "unreadable seed '3.5'",
         forge(client, exp_id, "adam", "abc", [0.97, 0.98]): "unreadable seed 'abc'",
     }
-    code, out, err = run_compare(uri, "--sweep", "hostile", "--format", fmt)
+    code, out, err = run_compare(uri, "--sweep", "hostile", "--format", fmt, "--no-log")
     assert code == 0 and "Traceback" not in err, err
     if fmt == "json":
         payload = strict_json(out)

@@ -18,6 +18,7 @@ from optbench import store
 from optbench.cli import compare
 from optbench.compare.query import SUMMARY_TAG
 
+pytestmark = pytest.mark.slow  # a comparison (with a report) per case: about 1.5 min in all
 ESC = "\x1b]0;owned\x07\x1b[2J"
 LABELS = {
     "escape": f"adam{ESC}",

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import mlflow
 
 from . import stats
-from .plausible import TIME, not_averaged, unusable
-from .query import CompareError, Group, Selection
+from .plausible import TIME, unusable
+from .query import CompareError, Group, Selection, excluded_record
 
 CELL_METRICS = ("val_acc", "val_loss")
 CURVES = ("val_acc", "val_loss", "epoch_time_s")
@@ -160,7 +160,7 @@ def build(
             histories = {m: {x.step: x.value for x in client.get_metric_history(run.info.run_id, m)} for m in CURVES}
             if why := unusable(histories, run, rank_by):
                 del group.runs[seed]
-                selection.excluded.append(not_averaged(run, group.label, why))
+                selection.excluded.append(excluded_record(run, group.label, why))
                 continue
             for metric in CURVES:
                 row.curves.setdefault(metric, {})[seed] = [histories[metric][e] for e in sorted(histories[metric])]
@@ -223,13 +223,7 @@ def attach_tests(comparison: Comparison, baseline: str | None = None, test: str 
             for column in comparison.columns:
                 if column == TIME or column not in row.cells or column not in reference.cells:
                     continue
-                scale = (
-                    row.val_count if metric_of(column) == "val_acc" and row.val_count == reference.val_count else None
-                )
-                row.paired[column] = stats.paired(
-                    reference.cells[column].by_seed, row.cells[column].by_seed,
-                    test=test, scale=scale, higher_is_better=better(column),
-                )  # fmt: skip
+                row.paired[column] = paired_rows(reference, row, column, test)
             if TIME in row.cells and TIME in reference.cells:
                 row.time = stats.time_ratio(reference.cells[TIME].values, row.cells[TIME].values)
             if primary in row.paired and row.paired[primary].pairs >= stats.MIN_TESTED:
@@ -244,6 +238,16 @@ def attach_tests(comparison: Comparison, baseline: str | None = None, test: str 
             row.p_holm[primary] = adjusted
         if sharing := time_sharing(rows):
             comparison.time_sharing[data] = sharing
+
+
+def paired_rows(reference: Row, other: Row, column: str, test: str) -> stats.Paired:
+    """``other - reference`` on ``column`` over shared seeds; accuracies as counts of images where both
+    rows validated on the same number of them (so the rank tests tie exactly)."""
+    same = metric_of(column) == "val_acc" and other.val_count == reference.val_count
+    return stats.paired(
+        reference.cells[column].by_seed, other.cells[column].by_seed,
+        test=test, scale=other.val_count if same else None, higher_is_better=better(column),
+    )  # fmt: skip
 
 
 def best_row(rows: list[Row], column: str | None) -> Row | None:

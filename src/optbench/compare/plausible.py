@@ -1,4 +1,4 @@
-"""Which stored numbers a comparison may average: what a run can log, and the record of one it may not."""
+"""Which stored numbers a comparison may average: what a run can log."""
 
 from __future__ import annotations
 
@@ -20,8 +20,3 @@ def unusable(histories: dict[str, dict[int, float]], run, rank_by: str | None = 
                 where = f" at epoch {epoch}" if metric in histories else ""
                 return f"{metric}{where} is {value!r}, outside [{low:g}, {high:g}]"
     return ""
-
-
-def not_averaged(run, label: str, why: str) -> dict:
-    return {"run_id": run.info.run_id, "run_name": run.info.run_name, "label": label, "status": run.info.status,
-            "reason": why}  # fmt: skip

@@ -108,7 +108,8 @@ def _seed(run: Run) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def _excluded(run: Run, label: str, reason: str | None = None) -> dict:
+def excluded_record(run: Run, label: str, reason: str | None = None) -> dict:
+    """A run listed under the table instead of averaged in: why (its failure tags, or ``reason``)."""
     reason = run.data.tags.get("failure_reason", "") if reason is None else reason
     status = "DIVERGED" if reason == "diverged" else run.info.status
     beat = heartbeat.of(run)
@@ -135,12 +136,12 @@ def group_runs(runs: list[Run], include_reruns: bool = False) -> Selection:
             hidden += 1
             continue
         if run.info.status != "FINISHED":
-            excluded.append(_excluded(run, label))
+            excluded.append(excluded_record(run, label))
             continue
         seed = _seed(run)
         if seed is None:
             value = run.data.params.get("seed", run.data.tags.get("seed"))
-            excluded.append(_excluded(run, label, f"unreadable seed {value!r}"))
+            excluded.append(excluded_record(run, label, f"unreadable seed {value!r}"))
             continue
         key = (label, tags.get("data", "?"), identity(run), rerun)
         group = groups.setdefault(key, Group(label, key[1], key[2], rerun=rerun))

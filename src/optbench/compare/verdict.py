@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from . import stats
-from .cells import Comparison, Row, better
+from .cells import Comparison, Row, better, paired_rows
 
 NEEDS = f"a verdict needs at least {stats.MIN_TESTED} paired seeds per row"
 
@@ -104,7 +104,7 @@ def _split_outside(groups: list[list[Row]], comparison: Comparison):
     sign = 1 if better(primary) else -1
     ordered = [sorted(g, key=lambda r: -sign * r.cells[primary].mean) for g in groups]
     pairs = [
-        (a, b, stats.paired(a.cells[primary].by_seed, b.cells[primary].by_seed, test=comparison.test))
+        (a, b, paired_rows(a, b, primary, comparison.test))
         for rows in ordered
         for a, b in zip(rows, rows[1:], strict=False)
     ]

@@ -58,6 +58,8 @@ class JobRecords(Callback):
             record = {"run_id": result.run_id, "status": result.status, "metrics": result.metrics}
             if result.error:
                 record["error"] = result.error
+            if result.cached:
+                record["cached"] = True
         else:
             record = {"run_id": None, "status": "ERROR", "error": repr(job_return._return_value)}
         Path(config.hydra.runtime.output_dir, RECORD).write_text(json.dumps(record))

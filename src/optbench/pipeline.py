@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from . import config, ddp, provenance, runtime, store
+from . import cache, config, ddp, provenance, runtime, store
 from .module import DivergenceError
 from .tracking import RunTracking
 
@@ -31,6 +31,7 @@ class RunResult:
     status: str  # FINISHED, FAILED, KILLED; INVALID when the config could not run (no run was created)
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    cached: bool = False  # the store already held this run (a sweep's job that was not trained again)
 
     def __float__(self) -> float:
         """The objective a Hydra sweeper (Optuna) maximises: the final validation accuracy, NaN without one."""
@@ -61,13 +62,17 @@ def run(
     resume: str | None = None,
     checkpoint: Path | None = None,
     callbacks: list[pl.Callback] | None = None,
+    reuse: bool = False,
 ) -> RunResult:
     """Train ``cfg`` and track it; ``resume`` (a run id) with its verified ``checkpoint`` continues that run.
 
-    ``callbacks`` are added to the config's (profilers, timers of a benchmark).
+    ``callbacks`` are added to the config's (profilers, timers of a benchmark). ``reuse`` (a sweep's job):
+    report the store's FINISHED run of this configuration, seed and code instead of training (``cache``).
     """
     runtime.quiet_libraries()
     config.validate(cfg)
+    if reuse and (hit := cache.reuse(cfg, provenance.hydra_context(cfg).get("sweep_id"))):
+        return RunResult(hit["run_id"], "FINISHED", hit["metrics"], cached=True)
     threads, malloc = runtime.configure(
         cfg.get("threads"), bool(cfg.get("deterministic")), cfg.get("malloc_tuning", True), ddp.processes_per_node(cfg)
     )

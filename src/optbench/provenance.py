@@ -86,6 +86,11 @@ def concurrent_jobs(launcher: DictConfig | None) -> str:
     return "packed" if "packed" in target else "unknown"
 
 
+def default_sweep_id(sweep_dir: str | Path) -> str:
+    """A multirun's sweep id when none is given: its folder's date and time (``2026-12-01_12-39-50``)."""
+    return Path(sweep_dir).parent.name + "_" + Path(sweep_dir).name
+
+
 def hydra_context(cfg: DictConfig, hydra: DictConfig | None = None) -> dict[str, str]:
     """Sweep id, overrides and concurrency of the Hydra job (``hydra``: its config; default: the job now)."""
     info = {"sweep_id": cfg.sweep_id} if cfg.get("sweep_id") else {}
@@ -95,7 +100,7 @@ def hydra_context(cfg: DictConfig, hydra: DictConfig | None = None) -> dict[str,
     info["hydra_overrides"] = " ".join(hc.overrides.task)
     info["concurrent_jobs"] = "1"
     if hc.mode == RunMode.MULTIRUN:
-        info.setdefault("sweep_id", Path(hc.sweep.dir).parent.name + "_" + Path(hc.sweep.dir).name)
+        info.setdefault("sweep_id", default_sweep_id(hc.sweep.dir))
         info["sweep_job"] = str(hc.job.num)
         info["concurrent_jobs"] = concurrent_jobs(hc.get("launcher"))
     return info

@@ -72,17 +72,35 @@ class PackedLauncher(Launcher):
         return config, task
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from optbench import cache
         from optbench.config import ConfigError
         from optbench.packed.train import pack_key, run_pack
         from optbench.pipeline import RunResult
+        from optbench.provenance import hydra_context
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         jobs = [self._job(overrides, initial_job_idx + i) for i, overrides in enumerate(job_overrides)]
         returns: list[JobReturn | None] = [None] * len(jobs)
-        packs = group_jobs([pack_key(task) for _, task in jobs], self.max_pack)
-        log.info(f"Launching {len(jobs)} jobs as {len(packs)} pack(s) of up to {self.max_pack}")
+        to_train = []
+        for i, (config, task) in enumerate(jobs):
+            HydraConfig.instance().set_config(config)
+            try:
+                hit = (
+                    cache.reuse(task, hydra_context(task).get("sweep_id")) if task.get("skip_finished", True) else None
+                )
+            except ConfigError:
+                hit = None  # the pack reports the config's error
+            if hit is None:
+                to_train.append(i)
+                continue
+            self.hydra_context.callbacks.on_job_start(config=config, task_function=self.task_function)
+            result = RunResult(hit["run_id"], "FINISHED", hit["metrics"], cached=True)
+            returns[i] = self._end(job_overrides[i], config, task, result)
+        packs = group_jobs([pack_key(jobs[i][1]) for i in to_train], self.max_pack)
+        packs = [[to_train[k] for k in members] for members in packs]
+        log.info(f"Launching {len(to_train)} jobs as {len(packs)} pack(s) of up to {self.max_pack}")
         for members in packs:
             for i in members:
                 log.info(f"\t#{initial_job_idx + i} : {' '.join(filter_overrides(job_overrides[i]))}")
@@ -96,14 +114,15 @@ class PackedLauncher(Launcher):
                 log.error("%s", err)
                 results = [RunResult(None, "INVALID", error=str(err)) for _ in members]
             for i, result in zip(members, results, strict=True):
-                config, task = jobs[i]
-                ret = JobReturn(
-                    overrides=list(job_overrides[i]), cfg=task, hydra_cfg=config, working_dir=str(Path.cwd())
-                )
-                ret.task_name = config.hydra.job.name
-                ret.status, ret.return_value = JobStatus.COMPLETED, result
-                HydraConfig.instance().set_config(config)
-                self.hydra_context.callbacks.on_job_end(config=config, job_return=ret)
-                returns[i] = ret
+                returns[i] = self._end(job_overrides[i], *jobs[i], result)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return returns
+
+    def _end(self, overrides: Sequence[str], config: DictConfig, task: DictConfig, result: Any) -> JobReturn:
+        """The job's return, through Hydra's job-end callbacks (the job record, progress)."""
+        ret = JobReturn(overrides=list(overrides), cfg=task, hydra_cfg=config, working_dir=str(Path.cwd()))
+        ret.task_name = config.hydra.job.name
+        ret.status, ret.return_value = JobStatus.COMPLETED, result
+        HydraConfig.instance().set_config(config)
+        self.hydra_context.callbacks.on_job_end(config=config, job_return=ret)
+        return ret

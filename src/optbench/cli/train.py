@@ -12,6 +12,7 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .. import config, jobs, pipeline, stored
@@ -34,7 +35,8 @@ def _job(cfg: DictConfig) -> pipeline.RunResult:
     try:
         if cfg.get("resume"):
             return resume(cfg, list(HydraConfig.get().overrides.task))
-        return pipeline.run(cfg)
+        sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+        return pipeline.run(cfg, reuse=sweeping and bool(cfg.get("skip_finished", True)))
     except (config.ConfigError, DataError, StoreError, stored.RestoreError) as err:
         log.error("%s", err)
         return pipeline.RunResult(None, "INVALID", error=str(err))

@@ -9,7 +9,7 @@ import mlflow
 
 from . import profiles, verdict
 from .cells import Comparison, attach_tests, build
-from .query import CompareError, group_runs, select_runs
+from .query import CompareError, decision_of, group_runs, select_runs
 from .reference import attach_reference
 
 
@@ -41,6 +41,8 @@ def compare(
         attach_reference(comparison)
     attach_tests(comparison, baseline, test)
     comparison.verdicts = verdict.decide(comparison)
+    if sweep:
+        comparison.decision = decision_of(client, experiment, sweep)
     return comparison
 
 

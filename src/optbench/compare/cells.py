@@ -88,6 +88,7 @@ class Comparison:
     references: dict[str, str] = field(default_factory=dict)  # data → label of the reference row
     time_sharing: dict[str, str] = field(default_factory=dict)  # data → why its times are not like-for-like
     verdicts: list = field(default_factory=list)  # verdict.Verdict per dataset
+    decision: str | None = None  # an adaptive sweep's decision (query.decision_of)
 
     @property
     def columns(self) -> list[str]:

@@ -11,6 +11,7 @@ by two users it is a conflict (a forged copy cannot be told from the real one) a
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import mlflow
@@ -19,10 +20,12 @@ from mlflow.entities import Run, ViewType
 from .. import heartbeat
 
 SUMMARY_TAG = "optbench.kind"  # summary, tuning and trajectory runs: not training runs
+DECISION = "decision"  # an adaptive sweep's decision run: its kind (SUMMARY_TAG) and the tag of its sentence
+SWEEPS_TAG = "sweeps"  # ",id1,id2,": sweeps a run was reused by (optbench.cache), besides its sweep_id
 # Params that never change results: where things are, how they are logged, speed switches.
 NOT_IDENTITY = {
     "seed", "data.seed", "label", "run_name", "sweep_id", "resume", "threads", "malloc_tuning",
-    "deterministic", "data.root", "data.download", "data.verify", "optimizer.foreach",
+    "deterministic", "data.root", "data.download", "data.verify", "optimizer.foreach", "skip_finished",
 }  # fmt: skip
 NOT_IDENTITY_PREFIXES = ("logger.", "callbacks.", "optimizer.search_space.", "trainer.")
 TRAINER_IDENTITY = {
@@ -68,13 +71,21 @@ def select_runs(
     if exp is None:
         names = [e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
         raise CompareError(f"No experiment named {experiment!r} in this store; it has: {', '.join(names) or 'none'}.")
-    clauses = [f"tags.sweep_id = {quoted(sweep)}"] if sweep else []
-    if filter_string:  # MLflow's filter grammar joins clauses with AND only
-        clauses.append(filter_string)
+    extra = [filter_string] if filter_string else []  # MLflow's filter grammar joins clauses with AND only
+    if not sweep:
+        return _search(client, exp.experiment_id, extra)
+    own = _search(client, exp.experiment_id, [f"tags.sweep_id = {quoted(sweep)}", *extra])
+    # Runs the store-as-cache reused for this sweep (optbench.cache): LIKE's wildcards may over-match.
+    joined = _search(client, exp.experiment_id, [f"tags.{SWEEPS_TAG} LIKE {quoted(f'%,{sweep},%')}", *extra])
+    seen = {r.info.run_id for r in own}
+    return own + [r for r in joined if r.info.run_id not in seen and sweep in r.data.tags[SWEEPS_TAG].split(",")]
+
+
+def _search(client: mlflow.MlflowClient, experiment_id: str, clauses: list[str]) -> list[Run]:
     runs, token = [], None
     while True:
         page = client.search_runs(
-            [exp.experiment_id], " and ".join(clauses), ViewType.ACTIVE_ONLY, max_results=1000, page_token=token
+            [experiment_id], " and ".join(clauses), ViewType.ACTIVE_ONLY, max_results=1000, page_token=token
         )
         runs.extend(r for r in page if SUMMARY_TAG not in r.data.tags)
         token = page.token
@@ -93,10 +104,14 @@ def quoted(value: str) -> str:
 
 def identity(run: Run) -> tuple[tuple[str, str], ...]:
     """The params that decide a run's results, seed excepted."""
+    return identity_of(run.data.params)
+
+
+def identity_of(params: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(
         sorted(
             (k, v)
-            for k, v in run.data.params.items()
+            for k, v in params.items()
             if k not in NOT_IDENTITY and (k in TRAINER_IDENTITY or not k.startswith(NOT_IDENTITY_PREFIXES))
         )
     )
@@ -123,6 +138,18 @@ def excluded_record(run: Run, label: str, reason: str | None = None) -> dict:
         "status": status,
         "reason": reason,
     }
+
+
+def decision_of(client: mlflow.MlflowClient, experiment: str, sweep: str) -> str | None:
+    """The sentence of the sweep's latest decision run (an adaptive sweep's, ``optbench.adaptive``)."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    query = f"tags.`{SUMMARY_TAG}` = '{DECISION}' and tags.sweep_id = {quoted(sweep)}"
+    runs = client.search_runs(
+        [exp.experiment_id], query, ViewType.ACTIVE_ONLY, max_results=1, order_by=["attributes.start_time DESC"]
+    )
+    return runs[0].data.tags.get(DECISION) if runs else None
 
 
 def group_runs(runs: list[Run], include_reruns: bool = False) -> Selection:

@@ -189,6 +189,7 @@ def payload(comparison: Comparison) -> dict:
         "references": comparison.references,
         "test": stats.TEST_NAMES[comparison.test] if comparison.references else None,
         "verdict": [v.as_dict() for v in comparison.verdicts],
+        "decision": comparison.decision,
         "time_not_like_for_like": comparison.time_sharing,
         "rows": records(comparison),
         "excluded": comparison.selection.excluded,
@@ -227,6 +228,8 @@ def markdown(comparison: Comparison) -> str:
         lines += [f"**Verdict.** {escape.markdown(verdict.sentence)}", ""]
         lines += [f"- {escape.markdown(u.text)}" for u in verdict.unresolved]
         lines += [""] if verdict.unresolved else []
+    if comparison.decision:
+        lines += [escape.markdown(comparison.decision), ""]
     heads = ["optimizer", "data", "seeds", *map(header, comparison.columns)]
     body = []
     for row in comparison.rows:

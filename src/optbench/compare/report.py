@@ -70,6 +70,8 @@ def verdict_section(comparison: Comparison) -> list[str]:
         parts.append(f'<p class="verdict">{_e(v.sentence)}</p>')
         if v.unresolved:
             parts.append("<ul>" + "".join(f"<li>{_e(u.text)}</li>" for u in v.unresolved) + "</ul>")
+    if comparison.decision:
+        parts.append(f'<p class="verdict">{_e(comparison.decision)}</p>')
     parts += [f'<p class="note">{_e(line)}</p>' for line in render.footer(comparison)]
     return parts
 

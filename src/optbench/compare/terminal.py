@@ -88,6 +88,8 @@ def terminal(comparison: Comparison, width: int | None = None, color: bool | Non
         say(f"Verdict — {verdict.sentence}", "bold")
         for u in verdict.unresolved:
             say(f"unresolved: {u.text}", indent="  ", hang="    ")
+    if comparison.decision:
+        say(comparison.decision)
     for data in comparison.datasets:
         rows = comparison.rows_of(data)
         labels = [escape.terminal(r.label) for r in rows]

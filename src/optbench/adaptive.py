@@ -100,7 +100,7 @@ class Decision:
         """The decision as printed at the end of the sweep: one line per round, then the sentence."""
         out = ["  round  seeds    trained  reused  not finished  time     resolved at this round"]
         for r in self.rounds:
-            seeds = f"{r.seeds[0]}–{r.seeds[-1]}" if len(r.seeds) > 1 else str(r.seeds[0])
+            seeds = _span(r.seeds).lstrip("s ")
             out.append(
                 f"  {r.number:<5}  {seeds:<7}  {r.trained:<7}  {r.reused:<6}  {r.not_finished:<12}  "
                 f"{_clock(r.elapsed_s):<7}  {', '.join(r.resolved) or '-'}"
@@ -113,10 +113,14 @@ def round_line(decision: Decision) -> str:
     r = decision.rounds[-1]
     open_pairs = [f"{p.a} vs {p.b}" for d in decision.datasets.values() for p in d.adjacent if not p.resolved]
     return (
-        f"[optbench] adaptive round {r.number} (seeds {r.seeds[0]}–{r.seeds[-1]}): {r.trained} trained, "
+        f"[optbench] adaptive round {r.number} (seed{_span(r.seeds)}): {r.trained} trained, "
         f"{r.reused} from the store, {_clock(r.elapsed_s)}; resolved now: {', '.join(r.resolved) or 'none'}; "
         f"open: {', '.join(open_pairs) or 'none'}"
     )
+
+
+def _span(seeds: list[int]) -> str:
+    return f"s {seeds[0]}–{seeds[-1]}" if len(seeds) > 1 else f" {seeds[0]}"
 
 
 def _unresolved(pair: sequential.PairResult) -> str:

@@ -72,6 +72,8 @@ def find(cfg: DictConfig) -> Run | None:
         tags = run.data.tags
         if SUMMARY_TAG in tags or "rerun_of" in tags or tags.get(MLFLOW_USER) != mine:
             continue
+        if "git_commit" not in code and "git_commit" in tags:  # a checkout's run, at some commit: not this wheel
+            continue
         if identity_of(run.data.params) == same and run.data.params.get("seed") == str(cfg.seed):
             return run
     return None

@@ -1,0 +1,99 @@
+"""``hydra/sweeper=adaptive`` end to end, on a slice of the real MNIST: a clear difference stops early, two
+identical configurations run to max_seeds and stay unresolved, a second run (or one after an interruption,
+or with a larger max_seeds) trains only what the store lacks."""
+
+from __future__ import annotations
+
+import collections
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import compare_json, quick_args, run_cli, runs_of, start_cli
+
+pytestmark = pytest.mark.slow
+
+# The cache reuses runs of a clean checkout only; the suite may run from a tree with edits, so its
+# subprocesses see this checkout as a clean tree at a fixed commit.
+SITE = """
+import optbench.provenance as p
+p.git_state = lambda path=None: {"git_commit": "0123456789abcdef0123456789abcdef01234567", "git_dirty": "false"}
+"""
+
+
+@pytest.fixture
+def clean_env(tmp_path) -> dict:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITE)
+    return {"PYTHONPATH": str(site)}
+
+
+def _args(data_root, tracking_uri, tmp_path, *extra):
+    return [
+        "-m", *quick_args(data_root, tracking_uri, tmp_path, "data.subset=256", "trainer.max_epochs=1"),
+        "hydra/sweeper=adaptive", *extra,
+    ]  # fmt: skip
+
+
+def _finished(tracking_uri) -> collections.Counter:
+    _, runs = runs_of(tracking_uri)
+    return collections.Counter(
+        (r.data.tags["label"], r.data.tags["seed"])
+        for r in runs
+        if r.info.status == "FINISHED" and "optbench.kind" not in r.data.tags
+    )
+
+
+def test_a_clear_difference_stops_early_and_a_second_run_trains_nothing(data_root, tracking_uri, tmp_path, clean_env):
+    args = _args(data_root, tracking_uri, tmp_path, "optimizer=sgd,adam", "sweep_id=clear", "hydra.sweeper.max_seeds=6")
+    first = run_cli(*args, env=clean_env)
+    assert "every adjacent pair of the ranking resolved" in first.stdout
+    assert _finished(tracking_uri) == {(label, str(s)): 1 for label in ("sgd", "adam") for s in (1, 2, 3)}
+    payload = compare_json(tracking_uri, "--sweep", "clear", "--epochs", "1")
+    assert payload["decision"].startswith("Adaptive sweep clear: stopped after round 1 with 3 seeds per row")
+    assert payload["verdict"][0]["tiers"] == [["adam"], ["sgd"]]
+    # The same command again, with a larger max_seeds and through the packed launcher: nothing trains.
+    start = time.time()
+    again = run_cli(*args[:-1], "hydra.sweeper.max_seeds=10", "hydra/launcher=packed", env=clean_env)
+    assert again.stdout.count("FINISHED (already in the store)") == 6
+    assert "0 trained, 6 from the store" in again.stderr
+    assert sum(_finished(tracking_uri).values()) == 6
+    assert time.time() - start < 120
+
+
+def test_identical_configurations_run_to_max_seeds_unresolved(data_root, tracking_uri, tmp_path, clean_env):
+    args = _args(data_root, tracking_uri, tmp_path, "optimizer=adam", "label=a,b", "sweep_id=same",
+                 "hydra.sweeper.max_seeds=4", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")  # fmt: skip
+    proc = run_cli(*args, env=clean_env)
+    assert "stopped after round 2 with 4 seeds per row (max_seeds reached" in proc.stdout
+    assert "a vs b (identical on every seed; no number of seeds separates them)" in proc.stdout
+    assert _finished(tracking_uri) == {(label, str(s)): 1 for label in "ab" for s in (1, 2, 3, 4)}
+
+
+def test_an_interrupted_adaptive_sweep_continues_with_only_what_is_missing(
+    data_root, tracking_uri, tmp_path, clean_env
+):
+    args = _args(data_root, tracking_uri, tmp_path, "optimizer=adam", "label=a,b", "sweep_id=cut",
+                 "hydra.sweeper.max_seeds=3", "trainer.max_epochs=3")  # fmt: skip
+    proc = start_cli(*args, env=clean_env)
+    for line in proc.stdout:
+        if "FINISHED" in line:  # one job done: interrupt the next one mid-training
+            time.sleep(2)
+            proc.send_signal(signal.SIGINT)
+            break
+    proc.communicate(timeout=120)
+    done = _finished(tracking_uri)
+    assert 1 <= sum(done.values()) < 6
+    again = run_cli(*args, env=clean_env)
+    assert again.stdout.count("FINISHED (already in the store)") == sum(done.values())
+    assert _finished(tracking_uri) == {(label, str(s)): 1 for label in "ab" for s in (1, 2, 3)}
+
+
+def test_the_sweeper_chooses_the_seeds(data_root, tracking_uri, tmp_path):
+    proc = run_cli(*_args(data_root, tracking_uri, tmp_path, "optimizer=sgd,adam", "seed=1,2"), check=False)
+    assert proc.returncode == 2
+    assert "hydra/sweeper=adaptive chooses the seeds itself" in proc.stderr
+    assert not Path(tracking_uri.removeprefix("sqlite:///")).exists() or not _finished(tracking_uri)

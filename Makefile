@@ -6,6 +6,9 @@ SEEDS ?= 1
 # Optional: train on the first N samples only, for a quick look (e.g. make compare SUBSET=6000).
 SUBSET ?=
 EPOCHS ?= 10
+# ADAPTIVE=1: seeds in rounds until the ranking is resolved (hydra/sweeper=adaptive), at most MAX_SEEDS.
+ADAPTIVE ?=
+MAX_SEEDS ?= 8
 SWEEP ?= seed-table-$(shell date +%Y%m%d-%H%M%S)
 export OPTBENCH_DATA_ROOT ?= $(if $(wildcard ../shared/data/MNIST/raw),../shared/data,data)
 
@@ -23,7 +26,8 @@ install: $(VENV)/.installed
 # docs/benchmarks.md). One thread instead of two changes only the float summation order.
 compare: $(VENV)/.installed
 	$(VENV)/bin/optbench-train -m experiment=seed_table sweep_id=$(SWEEP) trainer.max_epochs=$(EPOCHS) \
-		seed=$(shell seq -s, 1 $(SEEDS)) $(if $(SUBSET),data.subset=$(SUBSET)) \
+		$(if $(ADAPTIVE),hydra/sweeper=adaptive hydra.sweeper.max_seeds=$(MAX_SEEDS),seed=$(shell seq -s, 1 $(SEEDS))) \
+		$(if $(SUBSET),data.subset=$(SUBSET)) \
 		hydra/launcher=joblib hydra.launcher.n_jobs=$(shell nproc) threads=1 trainer.enable_progress_bar=false
 	$(VENV)/bin/optbench-compare --sweep $(SWEEP) --reference seed --plot reports/$(SWEEP).png \
 		--html reports/$(SWEEP).html

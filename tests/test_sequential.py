@@ -20,7 +20,9 @@ def test_e_value_is_the_bayes_factor_of_the_t_statistic(t, n):
     nu = n - 1
     reference = np.mean(
         [
-            integrate.quad(lambda d, g=g: st.nct.pdf(t, nu, d * math.sqrt(n)) * st.norm.pdf(d, 0, math.sqrt(g)), -np.inf, np.inf)[0]  # fmt: skip
+            integrate.quad(
+                lambda d, g=g: st.nct.pdf(t, nu, d * math.sqrt(n)) * st.norm.pdf(d, 0, math.sqrt(g)), -np.inf, np.inf
+            )[0]  # fmt: skip
             / st.t.pdf(t, nu)
             for g in sq.PRIOR_SCALES
         ]

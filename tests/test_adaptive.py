@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from optbench.cli import compare
 from tests.helpers import compare_json, quick_args, run_cli, runs_of, start_cli
 
 pytestmark = pytest.mark.slow
@@ -55,6 +56,10 @@ def test_a_clear_difference_stops_early_and_a_second_run_trains_nothing(data_roo
     payload = compare_json(tracking_uri, "--sweep", "clear", "--epochs", "1")
     assert payload["decision"].startswith("Adaptive sweep clear: stopped after round 1 with 3 seeds per row")
     assert payload["verdict"][0]["tiers"] == [["adam"], ["sgd"]]
+    page = tmp_path / "report.html"
+    assert compare.main(["--tracking-uri", tracking_uri, "--sweep", "clear", "--epochs", "1", "--html", str(page)]) == 0
+    verdict = page.read_text().split("<h2>Verdict</h2>")[1].split("<h2>")[0]
+    assert "Adaptive sweep clear: stopped after round 1" in verdict
     # The same command again, with a larger max_seeds and through the packed launcher: nothing trains.
     start = time.time()
     again = run_cli(*args[:-1], "hydra.sweeper.max_seeds=10", "hydra/launcher=packed", env=clean_env)

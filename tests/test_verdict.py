@@ -80,3 +80,19 @@ def test_verdict_in_every_format():
     assert md.startswith("**Verdict.** On mnist at val_acc at epoch 10: a (best) ≈ b (")
     table = render.render(result, "table", width=100)
     assert table.splitlines()[0].startswith("Verdict — On mnist at val_acc at epoch 10: a (best)")
+
+
+def test_adjacent_pairs_under_the_permutation_test_compare_counts_of_images():
+    """c and d differ by [1, 2, 0, -1, 2, 1, 3, 1] images of 10,000 (float32 accuracies, as logged): the exact
+    sign-flip p over the 7 non-zero pairs is 10/128 = 0.078, so they share a tier; on the floats, sums that
+    are equal in images count as unequal and p comes out 0.031, splitting them."""
+    c = np.array([8992, 3079, 6625, 7764, 8755, 6197, 4999, 4478])  # float32 rounding differs across these
+    d = c - np.array([1, 2, 0, -1, 2, 1, 3, 1])
+    as_logged = {
+        label: {s + 1: float(np.float32(v / 10_000)) for s, v in enumerate(counts)}
+        for label, counts in {"a": c + 900, "c": c, "d": d}.items()
+    }
+    (verdict,) = comparison(as_logged, test="permutation", val_count=10_000).verdicts
+    assert verdict.tiers == [["a"], ["c", "d"]]
+    (open_pair,) = verdict.unresolved
+    assert (open_pair.a, open_pair.b) == ("c", "d")

@@ -91,6 +91,6 @@ def ui_hint(uri: str, experiment_id: str, sweep: str | None = None) -> str:
     if uri.startswith(("http://", "https://")):
         return f"MLflow UI: {uri.rstrip('/')}/#/experiments/{experiment_id}/runs{query}"
     return (
-        f"MLflow UI: mlflow ui --backend-store-uri {uri}, then open "
+        f"MLflow UI: mlflow ui --backend-store-uri {uri}, then open\n  "
         f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs{query}"
     )

@@ -102,3 +102,14 @@ def test_the_sweeper_chooses_the_seeds(data_root, tracking_uri, tmp_path):
     assert proc.returncode == 2
     assert "hydra/sweeper=adaptive chooses the seeds itself" in proc.stderr
     assert not Path(tracking_uri.removeprefix("sqlite:///")).exists() or not _finished(tracking_uri)
+
+
+def test_rows_whose_neighbours_are_resolved_get_no_more_seeds(data_root, tracking_uri, tmp_path, clean_env):
+    """Adam is far ahead of SGD and Adagrad: once adam > sgd is resolved, only the open pair trains on."""
+    args = _args(data_root, tracking_uri, tmp_path, "optimizer=adam,sgd,adagrad", "sweep_id=rows",
+                 "hydra.sweeper.max_seeds=6")  # fmt: skip
+    proc = run_cli(*args, env=clean_env)
+    seeds = collections.Counter(label for label, _ in _finished(tracking_uri))
+    assert seeds["adam"] < 6 and seeds["adam"] <= seeds["sgd"] == seeds["adagrad"]
+    assert set(_finished(tracking_uri)) == {(r, str(s)) for r in seeds for s in range(1, seeds[r] + 1)}
+    assert f"(seed {seeds['adam']}, 3 rows)" in proc.stderr or seeds["adam"] == 3

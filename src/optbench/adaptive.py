@@ -18,7 +18,7 @@ import mlflow
 
 from . import store
 from .compare import compare, sequential
-from .compare.cells import better
+from .compare.cells import base_label, better
 from .compare.query import DECISION, SUMMARY_TAG
 
 
@@ -56,6 +56,7 @@ class Round:
     not_finished: int
     elapsed_s: float
     resolved: list[str] = field(default_factory=list)  # adjacent pairs first resolved at this round
+    rows: int = 0  # rows that got seeds this round (rows whose neighbours are resolved get no more)
 
 
 @dataclass
@@ -98,11 +99,11 @@ class Decision:
 
     def lines(self) -> list[str]:
         """The decision as printed at the end of the sweep: one line per round, then the sentence."""
-        out = ["  round  seeds    trained  reused  not finished  time     resolved at this round"]
+        out = ["  round  seeds    rows  trained  reused  not finished  time     resolved at this round"]
         for r in self.rounds:
             seeds = _span(r.seeds).lstrip("s ")
             out.append(
-                f"  {r.number:<5}  {seeds:<7}  {r.trained:<7}  {r.reused:<6}  {r.not_finished:<12}  "
+                f"  {r.number:<5}  {seeds:<7}  {r.rows:<4}  {r.trained:<7}  {r.reused:<6}  {r.not_finished:<12}  "
                 f"{_clock(r.elapsed_s):<7}  {', '.join(r.resolved) or '-'}"
             )
         return [*out, self.sentence()]
@@ -113,7 +114,7 @@ def round_line(decision: Decision) -> str:
     r = decision.rounds[-1]
     open_pairs = [f"{p.a} vs {p.b}" for d in decision.datasets.values() for p in d.adjacent if not p.resolved]
     return (
-        f"[optbench] adaptive round {r.number} (seed{_span(r.seeds)}): {r.trained} trained, "
+        f"[optbench] adaptive round {r.number} (seed{_span(r.seeds)}, {r.rows} rows): {r.trained} trained, "
         f"{r.reused} from the store, {_clock(r.elapsed_s)}; resolved now: {', '.join(r.resolved) or 'none'}; "
         f"open: {', '.join(open_pairs) or 'none'}"
     )
@@ -136,14 +137,26 @@ def _clock(seconds: float) -> str:
     return f"{minutes}m{sec:02d}s"
 
 
-def look(decision: Decision, client: mlflow.MlflowClient, experiment: str, epochs: list[int]) -> None:
-    """Read the sweep's runs from the store and decide every dataset; mark pairs newly resolved."""
+def look(
+    decision: Decision,
+    client: mlflow.MlflowClient,
+    experiment: str,
+    epochs: list[int],
+    launched: dict[tuple[str, str], int],
+) -> None:
+    """Read the sweep's runs from the store and decide every dataset on the seeds launched so far
+    (``launched``: (data, label) → last seed; the store may hold more, from an earlier run of the sweep);
+    mark pairs newly resolved."""
     before = {(d, p.a, p.b) for d, dd in decision.datasets.items() for p in dd.adjacent if p.resolved}
     comparison = compare(client, experiment, decision.sweep, epochs=tuple(epochs), primary=decision.primary)
     primary = comparison.primary
     decision.datasets, decision.seeds_per_row = {}, {}
     for data in comparison.datasets:
-        values = {r.label: r.cells[primary].by_seed for r in comparison.rows_of(data) if primary in r.cells}
+        values = {
+            r.label: {s: v for s, v in r.cells[primary].by_seed.items() if s <= launched[(data, base_label(r))]}
+            for r in comparison.rows_of(data)
+            if primary in r.cells and (data, base_label(r)) in launched
+        }
         decision.seeds_per_row.update({label: len(v) for label, v in values.items()})
         decision.datasets[data] = sequential.decide(data, values, better(primary), decision.alpha)
     if decision.rounds:
@@ -153,6 +166,17 @@ def look(decision: Decision, client: mlflow.MlflowClient, experiment: str, epoch
             for p in dd.adjacent
             if p.resolved and (d, p.a, p.b) not in before
         ]
+
+
+def open_rows(decision: Decision) -> set[tuple[str, str]]:
+    """(data, label) of every row in an unresolved adjacent pair: the rows the next round gives seeds."""
+    return {
+        (data, label.split(" [")[0])
+        for data, d in decision.datasets.items()
+        for p in d.adjacent
+        if not p.resolved
+        for label in (p.a, p.b)
+    }
 
 
 def log_decision(client: mlflow.MlflowClient, experiment: str, decision: Decision) -> str:

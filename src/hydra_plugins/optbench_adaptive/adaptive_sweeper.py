@@ -87,6 +87,11 @@ class AdaptiveSweeper(Sweeper):
         sweep_id = given[0] if given else default_sweep_id(self.config.hydra.sweep.dir)
         return ([p if given else [*p, f"sweep_id={sweep_id}"] for p in points], sweep_id)
 
+    @staticmethod
+    def _row(config: DictConfig) -> tuple:
+        """The comparison row a job's runs fall in: (dataset, label)."""
+        return (str(config.data.name), str(config.label))
+
     def sweep(self, arguments: List[str]) -> Any:
         from optbench import adaptive, store
 
@@ -99,15 +104,26 @@ class AdaptiveSweeper(Sweeper):
         epochs = [int(primary.rpartition("@")[2])] if primary.rpartition("@")[2].isdigit() else []
         uri, experiment = first.logger.tracking_uri, first.logger.experiment_name
         decision = adaptive.Decision(sweep_id, primary, self.alpha, self.plan)
-        returns, index = [], 0
+        loader = self.hydra_context.config_loader
+        rows = [self._row(loader.load_sweep_config(self.config, [*p, "seed=1"])) for p in points]
+        launched: dict = {}  # (data, label) → the last seed launched for it
+        active, returns, index = set(rows), [], 0
         for number, seeds in enumerate(self.plan.rounds(), 1):
-            batch = [[*point, f"seed={seed}"] for seed in seeds for point in points]
+            # Rows whose neighbours are resolved get no more seeds; a row that becomes open again gets
+            # every seed it skipped.
+            batch = [
+                [*point, f"seed={seed}"]
+                for seed in range(self.plan.first_seed, seeds[-1] + 1)
+                for point, row in zip(points, rows, strict=True)
+                if row in active and seed > launched.get(row, self.plan.first_seed - 1)
+            ]
             self.validate_batch_is_legal(batch)
-            log.info(f"Adaptive sweep {sweep_id}: round {number}, seeds {seeds[0]}–{seeds[-1]}, {len(batch)} jobs")
+            log.info(f"Adaptive sweep {sweep_id}: round {number}, seeds up to {seeds[-1]}, {len(batch)} jobs")
             start = time.time()
             results = self.launcher.launch(batch, initial_job_idx=index)
             index += len(batch)
             returns.append(results)
+            launched.update(dict.fromkeys(active, seeds[-1]))
             outcomes = [r.return_value if r.status.name == "COMPLETED" else None for r in results]
             decision.rounds.append(
                 adaptive.Round(
@@ -116,16 +132,18 @@ class AdaptiveSweeper(Sweeper):
                     reused=sum(1 for o in outcomes if o is not None and o.cached),
                     not_finished=sum(1 for o in outcomes if o is None or o.status != "FINISHED"),
                     elapsed_s=time.time() - start,
+                    rows=len(active),
                 )
             )  # fmt: skip
             if all(o is None or o.status == "INVALID" for o in outcomes):
                 decision.stopped = "no job of the round could run (see the errors above)"
                 break
-            adaptive.look(decision, store.open_existing(uri), experiment, epochs)
+            adaptive.look(decision, store.open_existing(uri), experiment, epochs, launched)
             print(adaptive.round_line(decision), file=sys.stderr, flush=True)
             if decision.resolved:
                 decision.stopped = "resolved"
                 break
+            active = adaptive.open_rows(decision) & set(rows)
         else:
             decision.stopped = "max_seeds"
         client = store.open_existing(uri)

@@ -4,7 +4,9 @@ optional stopping, power and seeds used under effects, beside naive peeking with
     .venv/bin/python scripts/simulate_adaptive.py --trials 1000
 
 Rows are normal per seed; an effect d is the standardised mean of the paired difference (d_z). Seeds are
-added one per round from 3 to ``--max-seeds``, as ``hydra/sweeper=adaptive`` does by default.
+added one per round from 3 to ``--max-seeds`` to the rows of unresolved adjacent pairs, as
+``hydra/sweeper=adaptive`` does by default. "rounds: seeds" is the seeds of the longest row (the rounds'
+length), "seeds per row" the mean over rows (what the sweep trains).
 """
 
 from __future__ import annotations
@@ -19,15 +21,19 @@ from optbench.compare import sequential
 
 
 def one(rng, means, plan):
+    """One simulated adaptive sweep, rows frozen once their neighbours are resolved, as the sweeper does."""
     x = rng.normal(size=(len(means), plan.max_seeds)) / np.sqrt(2) + np.asarray(means)[:, None]
+    last, active = [0] * len(means), set(range(len(means)))
     for seeds in plan.rounds():
-        n = seeds[-1]
-        values = {f"r{i}": dict(enumerate(x[i, :n], 1)) for i in range(len(means))}
+        for i in active:
+            last[i] = seeds[-1]
+        values = {f"r{i}": dict(enumerate(x[i, : last[i]], 1)) for i in range(len(means))}
         decision = sequential.decide("sim", values, True, estimate=False)
         if decision.resolved:
             break
+        active = {int(label[1:]) for p in decision.adjacent if not p.resolved for label in (p.a, p.b)}
     wrong = any(p.resolved and means[int(p.a[1:])] <= means[int(p.b[1:])] for p in decision.adjacent)
-    return decision.resolved, wrong, n
+    return decision.resolved, wrong, max(last), sum(last) / len(means)
 
 
 def naive(rng, trials, plan):
@@ -57,10 +63,13 @@ def main() -> None:
         ("6 rows, adjacent d = 5", [0, 5, 10, 15, 20, 25]),
     ]
     print(f"{args.trials} simulated sweeps each, seeds 3..{args.max_seeds}, one seed per round, alpha 0.05")
-    print(f"{'case':<24} {'resolved':>9} {'error':>7} {'seeds used (mean)':>18}")
+    print(f"{'case':<24} {'resolved':>9} {'error':>7} {'rounds: seeds':>14} {'seeds per row':>14}")
     for name, means in cases:
         out = np.array([one(rng, means, plan) for _ in range(args.trials)])
-        print(f"{name:<24} {out[:, 0].mean():>9.3f} {out[:, 1].mean():>7.3f} {out[:, 2].mean():>18.1f}")
+        print(
+            f"{name:<24} {out[:, 0].mean():>9.3f} {out[:, 1].mean():>7.3f} {out[:, 2].mean():>14.1f} "
+            f"{out[:, 3].mean():>14.1f}"
+        )
     print(
         f"naive peeking (paired t-test after every seed, 2 rows, null): error {naive(rng, 20 * args.trials, plan):.3f}"
     )

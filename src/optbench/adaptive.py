@@ -20,6 +20,7 @@ from . import store
 from .compare import compare, sequential
 from .compare.cells import base_label, better
 from .compare.query import DECISION, SUMMARY_TAG
+from .jobs import clock
 
 
 @dataclass
@@ -104,7 +105,7 @@ class Decision:
             seeds = _span(r.seeds).lstrip("s ")
             out.append(
                 f"  {r.number:<5}  {seeds:<7}  {r.rows:<4}  {r.trained:<7}  {r.reused:<6}  {r.not_finished:<12}  "
-                f"{_clock(r.elapsed_s):<7}  {', '.join(r.resolved) or '-'}"
+                f"{clock(r.elapsed_s):<7}  {', '.join(r.resolved) or '-'}"
             )
         return [*out, self.sentence()]
 
@@ -115,7 +116,7 @@ def round_line(decision: Decision) -> str:
     open_pairs = [f"{p.a} vs {p.b}" for d in decision.datasets.values() for p in d.adjacent if not p.resolved]
     return (
         f"[optbench] adaptive round {r.number} (seed{_span(r.seeds)}, {r.rows} rows): {r.trained} trained, "
-        f"{r.reused} from the store, {_clock(r.elapsed_s)}; resolved now: {', '.join(r.resolved) or 'none'}; "
+        f"{r.reused} from the store, {clock(r.elapsed_s)}; resolved now: {', '.join(r.resolved) or 'none'}; "
         f"open: {', '.join(open_pairs) or 'none'}"
     )
 
@@ -130,11 +131,6 @@ def _unresolved(pair: sequential.PairResult) -> str:
     many = pair.seeds > sequential.MAX_SEEDS_ESTIMATE
     about = f"more than {sequential.MAX_SEEDS_ESTIMATE:,}" if many else f"about {pair.seeds}"
     return f"{pair.a} vs {pair.b} (difference {pair.diff:+.4f}; {about} seeds at the observed effect)"
-
-
-def _clock(seconds: float) -> str:
-    minutes, sec = divmod(int(seconds), 60)
-    return f"{minutes}m{sec:02d}s"
 
 
 def look(

@@ -88,7 +88,7 @@ def sweep_size(config: DictConfig) -> int | None:
     return math.prod(len(list(o.sweep_iterator())) for o in parsed if o.is_sweep_override())
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     minutes, sec = divmod(int(seconds), 60)
     return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{sec:02d}s"
 
@@ -137,5 +137,5 @@ class SweepProgress(Callback):
 
 def progress_line(done: int, total: int | None, elapsed: float) -> str:
     of = f"/{total}" if total else ""
-    left = f", about {_clock(elapsed / done * (total - done))} left" if total and 0 < done < total else ""
-    return f"[optbench] sweep: {done}{of} jobs done, {_clock(elapsed)} elapsed{left}"
+    left = f", about {clock(elapsed / done * (total - done))} left" if total and 0 < done < total else ""
+    return f"[optbench] sweep: {done}{of} jobs done, {clock(elapsed)} elapsed{left}"

@@ -20,9 +20,22 @@ def val_history(uri, run_id):
     return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, "val_loss"), key=lambda m: m.step)]
 
 
+INTERRUPTED = ["data.subset=3072", "trainer.max_epochs=8", "seed=5", "optimizer=adam"]  # long enough to interrupt
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_root, tmp_path_factory) -> list:
+    """val_loss per epoch of the run the interrupted ones must equal, trained once for both signals."""
+    tmp = tmp_path_factory.mktemp("straight")
+    uri = f"sqlite:///{tmp / 'b.db'}"
+    run_cli(*quick_args(data_root, uri, tmp, *INTERRUPTED))
+    _, straight = runs_of(uri)
+    return val_history(uri, straight[0].info.run_id)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
-def test_interrupt_then_resume_equals_uninterrupted(data_root, tmp_path, sig):
-    args = ["data.subset=3072", "trainer.max_epochs=8", "seed=5", "optimizer=adam"]  # long enough to interrupt
+def test_interrupt_then_resume_equals_uninterrupted(data_root, tmp_path, sig, uninterrupted):
+    args = INTERRUPTED
     uri = f"sqlite:///{tmp_path / 'a.db'}"
     proc = start_cli(*quick_args(data_root, uri, tmp_path, *args))
     run_id = wait_for_epoch(uri, 1, proc)
@@ -46,10 +59,7 @@ def test_interrupt_then_resume_equals_uninterrupted(data_root, tmp_path, sig):
     history = val_history(uri, run_id)
     assert [step for step, _ in history] == list(range(1, 9)), "no duplicated or missing epoch"
 
-    straight_uri = f"sqlite:///{tmp_path / 'b.db'}"
-    run_cli(*quick_args(data_root, straight_uri, tmp_path, *args))
-    _, straight = runs_of(straight_uri)
-    assert history == val_history(straight_uri, straight[0].info.run_id), "resumed run equals an uninterrupted one"
+    assert history == uninterrupted, "resumed run equals an uninterrupted one"
 
 
 def test_resume_of_unknown_run_is_clear(data_root, tmp_path):

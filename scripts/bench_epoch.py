@@ -11,10 +11,13 @@ For the same number of steps on the real MNIST (batch 64), alternating, repeated
   reference+malloc the reference with optbench's allocator setting, to show what that setting alone buys (CPU);
   reference (graph) the reference with its whole step captured in a CUDA graph, capturable Adam (CUDA);
   pipeline (graph) the pipeline with trainer.cuda_graph=true (CUDA).
+  floor            the step's dense-layer matrix products alone (scripts/bench_floor.py), what the
+                   hardware needs at least.
 Each measurement runs in a fresh worker process started by this one, so process-wide settings
 (threads, the C allocator) of one never leak into the next. Prints ms/step (median over repeats),
 samples/s, tracking overhead, the time to evaluate the 10k test set, peak RSS, and last
-`ratio pipeline/reference = X.XX` (median of the per-repeat ratios; on CUDA also the CUDA-graph ratio).
+`ratio pipeline/reference = X.XX` and `ratio pipeline/floor = X.XX` (medians of the per-repeat ratios; on
+CUDA also the CUDA-graph ratio).
 """
 
 from __future__ import annotations
@@ -178,7 +181,11 @@ def pipeline(
 
 def worker(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
-    if args.worker.startswith("reference"):
+    if args.worker == "floor":
+        from bench_floor import floor_loop  # scripts/: this file's folder is on sys.path
+
+        result = floor_loop(args.steps, device)
+    elif args.worker.startswith("reference"):
         malloc, graph = args.worker == "reference+malloc", args.worker == "reference-graph"
         result = reference_loop(args.data_root, args.steps, device, malloc, graph)
     else:
@@ -232,12 +239,13 @@ def run(args: argparse.Namespace) -> None:
         "reference+malloc": "reference + malloc setting",
         "reference-graph": "reference, CUDA graph",
         "pipeline-graph": "pipeline, cuda_graph=true",
+        "floor": "floor (dense layer's 3 matmuls)",
     }
     cpu = args.device == "cpu"
     kinds = (
-        ("reference", "pipeline-on", "pipeline-off", "reference+malloc")
+        ("floor", "reference", "pipeline-on", "pipeline-off", "reference+malloc")
         if cpu
-        else ("reference", "pipeline-on", "reference-graph", "pipeline-graph")
+        else ("floor", "reference", "pipeline-on", "reference-graph", "pipeline-graph")
     )
     results: dict[str, list[dict]] = {k: [] for k in kinds}
     for r in range(args.repeats):
@@ -280,6 +288,7 @@ def run(args: argparse.Namespace) -> None:
     if not cpu:
         print(f"ratio pipeline(cuda_graph)/reference(CUDA graph) = {ratio('pipeline-graph', 'reference-graph'):.2f}")
     print(f"ratio pipeline/reference = {ratio('pipeline-on', 'reference'):.2f}")
+    print(f"ratio pipeline/floor = {ratio('pipeline-on', 'floor'):.2f}")
 
 
 if __name__ == "__main__":

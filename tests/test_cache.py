@@ -61,6 +61,9 @@ def test_another_configuration_trains(stored):
         OmegaConf.update(other, key, yaml.safe_load(value))
         assert cache.find(other) is None, change
     assert cache.find(cfg).info.run_id == first.run_id  # and the unchanged config still matches
+    quotes = cfg.copy()
+    quotes.label = 'it\'s "x"'
+    assert cache.find(quotes) is None  # no filter can name it: trained, not a crash
 
 
 def test_other_code_a_dirty_tree_and_an_installed_version_never_match(stored, clean_code, monkeypatch):

@@ -23,7 +23,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_USER
 from omegaconf import DictConfig
 
 from . import config, provenance
-from .compare.query import SUMMARY_TAG, SWEEPS_TAG, identity_of, quoted
+from .compare.query import SUMMARY_TAG, SWEEPS_TAG, CompareError, identity_of, quoted
 
 log = logging.getLogger("optbench")
 
@@ -62,7 +62,10 @@ def find(cfg: DictConfig) -> Run | None:
     if exp is None:
         return None
     want = {"label": str(cfg.label), "data": str(cfg.data.name), "seed": str(cfg.seed), **code}
-    clauses = ["attributes.status = 'FINISHED'", *(f"tags.`{k}` = {quoted(v)}" for k, v in want.items())]
+    try:
+        clauses = ["attributes.status = 'FINISHED'", *(f"tags.`{k}` = {quoted(v)}" for k, v in want.items())]
+    except CompareError:  # a label with both kinds of quote cannot be searched for: train it
+        return None
     runs = client.search_runs(
         [exp.experiment_id], " and ".join(clauses), ViewType.ACTIVE_ONLY, max_results=100,
         order_by=["attributes.end_time DESC"],

@@ -11,7 +11,6 @@ are never reused. The reused run joins the sweep: its ``sweeps`` tag lists every
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any
 
@@ -24,8 +23,6 @@ from omegaconf import DictConfig
 
 from . import config, provenance
 from .compare.query import SUMMARY_TAG, SWEEPS_TAG, CompareError, identity_of, quoted
-
-log = logging.getLogger("optbench")
 
 
 def code_tags() -> dict[str, str] | None:
@@ -52,12 +49,12 @@ def _user() -> str | None:
     return DefaultRunContext().tags().get(MLFLOW_USER)
 
 
-def find(cfg: DictConfig) -> Run | None:
+def find(cfg: DictConfig, client: mlflow.MlflowClient | None = None) -> Run | None:
     """The latest FINISHED run of this user and code with this job's configuration and seed, or None."""
     code = code_tags()
     if code is None or not cfg.get("logger"):
         return None
-    client = mlflow.MlflowClient(cfg.logger.tracking_uri)
+    client = client or mlflow.MlflowClient(cfg.logger.tracking_uri)
     exp = client.get_experiment_by_name(cfg.logger.experiment_name)
     if exp is None:
         return None
@@ -94,10 +91,13 @@ def join_sweep(client: mlflow.MlflowClient, run: Run, sweep_id: str | None) -> N
 def reuse(cfg: DictConfig, sweep_id: str | None) -> dict[str, Any] | None:
     """This job's result from the store (run id and final metrics), the run joined to the sweep; None
     when the store holds no such run and the job must train."""
-    run = find(cfg)
+    if not cfg.get("logger"):
+        return None
+    client = mlflow.MlflowClient(cfg.logger.tracking_uri)
+    run = find(cfg, client)
     if run is None:
         return None
-    join_sweep(mlflow.MlflowClient(cfg.logger.tracking_uri), run, sweep_id)
+    join_sweep(client, run, sweep_id)
     metrics = {k: v for k, v in run.data.metrics.items() if k in ("val_acc", "val_loss", "total_time_s")}
     shown = {k: metrics.get(k, math.nan) for k in ("val_acc", "val_loss")}
     print(

@@ -99,13 +99,14 @@ class AdaptiveSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        first = self.hydra_context.config_loader.load_sweep_config(self.config, [*points[0], "seed=1"])
+        loader = self.hydra_context.config_loader
+        configs = [loader.load_sweep_config(self.config, [*p, "seed=1"]) for p in points]
+        first = configs[0]
         primary = self.primary or f"val_acc@{first.trainer.max_epochs}"
         epochs = [int(primary.rpartition("@")[2])] if primary.rpartition("@")[2].isdigit() else []
         uri, experiment = first.logger.tracking_uri, first.logger.experiment_name
         decision = adaptive.Decision(sweep_id, primary, self.alpha, self.plan)
-        loader = self.hydra_context.config_loader
-        rows = [self._row(loader.load_sweep_config(self.config, [*p, "seed=1"])) for p in points]
+        rows = [self._row(c) for c in configs]
         launched: dict = {}  # (data, label) → the last seed launched for it
         active, returns, index = set(rows), [], 0
         for number, seeds in enumerate(self.plan.rounds(), 1):

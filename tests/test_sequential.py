@@ -118,3 +118,15 @@ def test_plan_rounds_and_its_checks():
     for bad in ({"initial_seeds": 1}, {"seeds_per_round": 0}, {"initial_seeds": 5, "max_seeds": 4}):
         with pytest.raises(ValueError):
             Plan(**bad)
+
+
+def test_the_round_table_fits_the_terminal_with_every_pair_whole():
+    from optbench.adaptive import Decision, Round
+
+    pairs = ["rmsprop > sgd_momentum", "sgd > adagrad", "adagrad > adadelta"]
+    decision = Decision("s", "val_acc@10", 0.05, Plan(3, 1, 8), [Round(1, [1, 2, 3], 18, 0, 0, 396.0, pairs, 6)])
+    for width in (90, 100, 200):  # the columns before the pairs take 64
+        table = decision.lines(width)[:-1]
+        assert all(len(line) <= width for line in table), width
+        assert all(sum(p in line for line in table) == 1 for p in pairs), width
+    assert len(decision.lines(200)) == 3 and len(decision.lines(90)) > 3  # one line per round when it fits

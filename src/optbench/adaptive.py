@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from dataclasses import asdict, dataclass, field
 
 import mlflow
@@ -98,15 +99,22 @@ class Decision:
             text += " Unresolved: " + "; ".join(_unresolved(p) for p in open_pairs) + "."
         return text
 
-    def lines(self) -> list[str]:
-        """The decision as printed at the end of the sweep: one line per round, then the sentence."""
+    def lines(self, width: int = 120) -> list[str]:
+        """The decision as printed at the end of the sweep: one line per round (its list of resolved pairs
+        wrapped under its own column to ``width``), then the sentence (one line: a terminal wraps it)."""
         out = ["  round  seeds    rows  trained  reused  not finished  time     resolved at this round"]
         for r in self.rounds:
             seeds = _span(r.seeds).lstrip("s ")
-            out.append(
+            head = (
                 f"  {r.number:<5}  {seeds:<7}  {r.rows:<4}  {r.trained:<7}  {r.reused:<6}  {r.not_finished:<12}  "
-                f"{clock(r.elapsed_s):<7}  {', '.join(r.resolved) or '-'}"
+                f"{clock(r.elapsed_s):<7}  "
             )
+            whole = ", ".join(p.replace(" ", "\xa0") for p in r.resolved) or "-"  # a pair never splits
+            pairs = [
+                line.replace("\xa0", " ")
+                for line in textwrap.wrap(whole, max(24, width - len(head)), break_long_words=False)
+            ]
+            out += [head + pairs[0], *(" " * len(head) + more for more in pairs[1:])]
         return [*out, self.sentence()]
 
 

@@ -149,6 +149,9 @@ class AdaptiveSweeper(Sweeper):
             decision.stopped = "max_seeds"
         client = store.open_existing(uri)
         run_id = adaptive.log_decision(client, experiment, decision)
-        print("\n".join([f"[optbench] adaptive sweep {sweep_id}:", *decision.lines()]), flush=True)
+        from optbench.compare.terminal import width_for
+
+        lines = decision.lines(width_for(sys.stdout))
+        print("\n".join([f"[optbench] adaptive sweep {sweep_id}:", *lines]), flush=True)
         print(f"decision run: {run_id} (decision.json)", file=sys.stderr, flush=True)
         return returns

@@ -130,3 +130,6 @@ def test_the_round_table_fits_the_terminal_with_every_pair_whole():
         assert all(len(line) <= width for line in table), width
         assert all(sum(p in line for line in table) == 1 for p in pairs), width
     assert len(decision.lines(200)) == 3 and len(decision.lines(90)) > 3  # one line per round when it fits
+    decision.stopped = "max_seeds"
+    assert len(decision.lines(90)[-1]) > 90  # the sentence stays one line for a log ...
+    assert all(len(line) <= 90 for line in decision.lines(90, wrap_sentence=True))  # ... and fits a terminal

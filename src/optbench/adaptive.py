@@ -99,9 +99,10 @@ class Decision:
             text += " Unresolved: " + "; ".join(_unresolved(p) for p in open_pairs) + "."
         return text
 
-    def lines(self, width: int = 120) -> list[str]:
+    def lines(self, width: int = 120, wrap_sentence: bool = False) -> list[str]:
         """The decision as printed at the end of the sweep: one line per round (its list of resolved pairs
-        wrapped under its own column to ``width``), then the sentence (one line: a terminal wraps it)."""
+        wrapped under its own column to ``width``), then the sentence (wrapped too for a terminal; one line in a
+        log, where it is grepped)."""
         out = ["  round  seeds    rows  trained  reused  not finished  time     resolved at this round"]
         for r in self.rounds:
             seeds = _span(r.seeds).lstrip("s ")
@@ -115,7 +116,7 @@ class Decision:
                 for line in textwrap.wrap(whole, max(24, width - len(head)), break_long_words=False)
             ]
             out += [head + pairs[0], *(" " * len(head) + more for more in pairs[1:])]
-        return [*out, self.sentence()]
+        return [*out, *(textwrap.wrap(self.sentence(), width) if wrap_sentence else [self.sentence()])]
 
 
 def round_line(decision: Decision) -> str:

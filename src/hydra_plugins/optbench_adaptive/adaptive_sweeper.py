@@ -151,7 +151,7 @@ class AdaptiveSweeper(Sweeper):
         run_id = adaptive.log_decision(client, experiment, decision)
         from optbench.compare.terminal import width_for
 
-        lines = decision.lines(width_for(sys.stdout))
+        lines = decision.lines(width_for(sys.stdout), wrap_sentence=sys.stdout.isatty())
         print("\n".join([f"[optbench] adaptive sweep {sweep_id}:", *lines]), flush=True)
         print(f"decision run: {run_id} (decision.json)", file=sys.stderr, flush=True)
         return returns

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .dropout import Dropout, check_rng
+
 INITS = ("keras", "torch")
 
 
@@ -19,7 +21,9 @@ class SeedCNN(nn.Module):
     """Conv2D 32@3x3 relu → MaxPool 2 → Dropout .25 → Flatten → Dense 256 relu → Dropout .5 → Dense 10.
 
     The two dropout rates are parameters so that equivalence tests (against Keras, packed training)
-    can switch the random masks off; the defaults are the seed's.
+    can switch the random masks off; the defaults are the seed's. ``dropout_rng`` names the random
+    stream behind the masks (``optbench.dropout``): ``bits`` (default) or ``bernoulli`` (runs logged
+    before the setting existed).
     Outputs logits: softmax + categorical cross-entropy in Keras is ``F.cross_entropy`` here.
     ``init="keras"`` uses Glorot-uniform weights and zero biases (Keras's Conv2D/Dense defaults);
     ``init="torch"`` keeps PyTorch's kaiming-uniform(a=√5) weights and uniform biases.
@@ -39,6 +43,7 @@ class SeedCNN(nn.Module):
         channels_last: bool = False,
         dropout_conv: float = 0.25,
         dropout_dense: float = 0.5,
+        dropout_rng: str = "bits",
     ):
         super().__init__()
         if init not in INITS:
@@ -46,12 +51,13 @@ class SeedCNN(nn.Module):
         for key, rate in (("dropout_conv", dropout_conv), ("dropout_dense", dropout_dense)):
             if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate < 1:
                 raise ValueError(f"Invalid model.net.{key}={rate!r}; a dropout rate must be in [0, 1).")
+        check_rng(dropout_rng)
         self.init, self.channels_last = init, channels_last
         self.conv = nn.Conv2d(in_channels, 32, kernel_size=3)
         self.pool = nn.MaxPool2d(2)
-        self.dropout1 = nn.Dropout(dropout_conv)
+        self.dropout1 = Dropout(dropout_conv, dropout_rng)
         self.dense = nn.Linear(32 * ((image_size - 2) // 2) ** 2, 256)
-        self.dropout2 = nn.Dropout(dropout_dense)
+        self.dropout2 = Dropout(dropout_dense, dropout_rng)
         self.out = nn.Linear(256, num_classes)
         if init == "keras":
             for layer in (self.conv, self.dense, self.out):

@@ -30,6 +30,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from . import config
+from .compare.query import BEFORE_ADDED
 from .stored import read_yaml, refuse
 
 ALLOWED_TARGETS = frozenset(
@@ -142,6 +143,16 @@ def _set_values(ours: dict, stored: dict) -> None:
             ours[key] = value
 
 
+def _set_added(result: dict, stored: dict) -> None:
+    """A setting added after ``stored`` was logged (its section there, the key not) takes the value the
+    run ran with (``BEFORE_ADDED``), not this checkout's default."""
+    for key, value in BEFORE_ADDED.items():
+        section, _, name = key.rpartition(".")
+        ours, theirs = _lookup(result, section), _lookup(stored, section)
+        if isinstance(ours, dict) and isinstance(theirs, dict) and name not in theirs:
+            ours[name] = value
+
+
 def check_targets(tree: Any, path: str = "") -> None:
     """Refuse any ``_target_`` outside the allowlist, before anything is instantiated."""
     if isinstance(tree, dict):
@@ -187,6 +198,7 @@ def rebuild(stored: Any, local: DictConfig | None = None, what: str = "this logg
         raise refuse(what, problems)
     result = _resolved(*choices)
     _set_values(result, stored)
+    _set_added(result, stored)
     cfg = OmegaConf.create(result)
     _localize(cfg, OmegaConf.to_container(local, resolve=True) if local is not None else _resolved())
     check_targets(OmegaConf.to_container(cfg))
@@ -243,7 +255,9 @@ def from_folder(folder: Path, local: DictConfig | None = None) -> DictConfig:
     differences = _differences(stored, ours, "")
     if differences:
         raise refuse(what, differences)
-    return rebuild(_resolved(*overrides), local, what)
+    composed = _resolved(*overrides)
+    _set_added(composed, stored)
+    return rebuild(composed, local, what)
 
 
 def _differences(stored: Any, ours: Any, path: str) -> list[str]:

@@ -28,6 +28,9 @@ NOT_IDENTITY = {
     "deterministic", "data.root", "data.download", "data.verify", "optimizer.foreach", "skip_finished",
 }  # fmt: skip
 NOT_IDENTITY_PREFIXES = ("logger.", "callbacks.", "optimizer.search_space.", "trainer.")
+# Settings added after runs were logged without them → the value those runs ran with. A run's identity,
+# its rerun and its resume read a missing key as this value, never as today's default.
+BEFORE_ADDED = {"model.net.dropout_rng": "bernoulli"}
 TRAINER_IDENTITY = {
     "trainer.max_epochs",
     "trainer.limit_train_batches",
@@ -108,6 +111,7 @@ def identity(run: Run) -> tuple[tuple[str, str], ...]:
 
 
 def identity_of(params: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    params = with_added(params)
     return tuple(
         sorted(
             (k, v)
@@ -115,6 +119,16 @@ def identity_of(params: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
             if k not in NOT_IDENTITY and (k in TRAINER_IDENTITY or not k.startswith(NOT_IDENTITY_PREFIXES))
         )
     )
+
+
+def with_added(params: Mapping[str, str]) -> dict[str, str]:
+    """Flat params with each ``BEFORE_ADDED`` key a run logged its section of, but not the key, filled in."""
+    out = dict(params)
+    for key, value in BEFORE_ADDED.items():
+        section = key.rpartition(".")[0] + "."
+        if key not in out and any(k.startswith(section) for k in params):
+            out[key] = value
+    return out
 
 
 def _seed(run: Run) -> int | None:

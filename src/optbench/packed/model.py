@@ -1,7 +1,7 @@
 """K seed CNNs as one batched model: a grouped convolution, one max-pool, batched dense layers.
 
 Replica k sees its own batch and draws its own dropout masks from its own generator, with the calls a
-single run makes (``empty.bernoulli_(1 - p)`` then ``/ (1 - p)``, conv dropout before dense dropout), so a
+single run makes (``dropout.keep_mask`` of its own slice, conv dropout before dense dropout), so a
 replica seeded like a single run draws the same masks. Its parameters are slices of the packed ones;
 ``replica(k)`` returns them as leaf views in ``SeedCNN.parameters()`` order, for replica k's own optimizer.
 """
@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..dropout import keep_mask
 from ..model import SeedCNN
 
 CONV_OUT = 32
@@ -22,14 +23,15 @@ class PackedSeedCNN(nn.Module):
         super().__init__()
         first = nets[0]
         for net in nets:
-            if (net.dropout1.p, net.dropout2.p, net.channels_last) != (
+            if (net.dropout1.p, net.dropout2.p, net.dropout1.rng, net.channels_last) != (
                 first.dropout1.p,
                 first.dropout2.p,
+                first.dropout1.rng,
                 first.channels_last,
             ):
-                raise ValueError("Replicas of one pack need the same model config (dropout rates, layout).")
+                raise ValueError("Replicas of one pack need the same model config (dropout rates and rng, layout).")
         self.k, self.channels_last = len(nets), first.channels_last
-        self.p_conv, self.p_dense = first.dropout1.p, first.dropout2.p
+        self.p_conv, self.p_dense, self.dropout_rng = first.dropout1.p, first.dropout2.p, first.dropout1.rng
         self.generators = generators
         self.conv_weight = nn.Parameter(torch.cat([n.conv.weight.detach() for n in nets]).contiguous())
         self.conv_bias = nn.Parameter(torch.cat([n.conv.bias.detach() for n in nets]))
@@ -57,12 +59,9 @@ class PackedSeedCNN(nn.Module):
         return {name: t.clone() for name, t in zip(names, self.replica(k), strict=True)}
 
     def _dropout(self, x: torch.Tensor, p: float, dim: int) -> torch.Tensor:
-        """Each replica's mask from its own generator, exactly as ``F.dropout`` draws it in a single run."""
+        """Each replica's mask from its own generator, exactly as its single run draws it."""
         parts = x.chunk(self.k, dim=dim)
-        masks = [
-            torch.empty_like(part).bernoulli_(1 - p, generator=g).div_(1 - p)
-            for part, g in zip(parts, self.generators, strict=True)
-        ]
+        masks = [keep_mask(part, p, self.dropout_rng, g) for part, g in zip(parts, self.generators, strict=True)]
         return x * torch.cat(masks, dim=dim)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -4,8 +4,12 @@
 
 Per repeat, in fresh worker processes (``bench_epoch.py``'s), alternating: the floor (the step's dense
 matrix products, ``bench_floor.py``), the default pipeline (tracking off), and the pipeline with each
-lever undone in turn. Prints ms/step (median over repeats), what the lever saves, and each variant's
-``ratio/floor`` (the median of the per-repeat ratios).
+config lever undone in turn. Prints ms/step (median over repeats), what the lever saves, and each
+variant's ``ratio/floor`` (the median of the per-repeat ratios).
+
+A process-wide lever (``fills``: deterministic mode's NaN fill of every new tensor, off by default) is
+flipped inside one pipeline run every ``BLOCK`` steps instead, so that both states share the process, its
+memory and the machine's moment: this machine's speed swings by a third between processes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from pathlib import Path
 
 from bench_epoch import measure  # scripts/: this file's folder is on sys.path
 
+BLOCK = 30
+
 # lever → (what it is, the override that undoes it)
 LEVERS = {
     "dropout_rng": ("dropout masks from bulk random bytes", "model.net.dropout_rng=bernoulli"),
@@ -27,22 +33,55 @@ LEVERS = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--data-root", default=os.environ.get("OPTBENCH_DATA_ROOT", "../shared/data"))
-    parser.add_argument("--only", action="append", choices=sorted(LEVERS), help="measure only these levers")
-    args = parser.parse_args()
-    levers = args.only or list(LEVERS)
-    base = argparse.Namespace(
-        steps=args.steps, data_root=str(Path(args.data_root).resolve()), device="cpu", overrides=[], store=""
+def fills_in_process(data_root: str, blocks: int) -> dict[str, list[float]]:
+    """ms/step of alternating blocks with the NaN fill off (the default) and on, in one pipeline run."""
+    import time
+
+    import pytorch_lightning as pl
+    import torch
+
+    from optbench import config, pipeline
+
+    times: dict[str, list[float]] = {"off": [], "on": []}
+
+    class Alternate(pl.Callback):
+        state, start = "off", None
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx % BLOCK:
+                return
+            if self.start is not None and batch_idx >= 2 * BLOCK:  # the first two blocks warm up
+                times[self.state].append((time.perf_counter() - self.start) / BLOCK * 1e3)
+            self.state = "on" if (batch_idx // BLOCK) % 2 else "off"
+            torch.utils.deterministic.fill_uninitialized_memory = self.state == "on"
+            self.start = time.perf_counter()
+
+    cfg = config.compose(
+        f"data.root={data_root}", "trainer.max_epochs=1", f"trainer.limit_train_batches={(blocks + 2) * BLOCK + 1}",
+        "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "~logger", "~callbacks.checkpoint",
+    )  # fmt: skip
+    pipeline.run(cfg, callbacks=[Alternate()])
+    return times
+
+
+def report_fills(times: dict[str, list[float]]) -> None:
+    med = statistics.median
+    pairs = list(zip(times["off"], times["on"], strict=False))
+    saved = [on - off for off, on in pairs]
+    print(
+        f"fills (in one process, {len(pairs)} pairs of {BLOCK}-step blocks): NaN fill off {med(times['off']):.2f}, "
+        f"on {med(times['on']):.2f} ms/step; off saves {med(saved):+.2f} ms/step (median of pairs), "
+        f"faster in {sum(s > 0 for s in saved)}/{len(pairs)} pairs"
     )
+
+
+def config_levers(base: argparse.Namespace, levers: list[str], repeats: int) -> None:
+    """The floor, the default pipeline and each config lever undone, in fresh processes, alternating."""
     variants = {"floor": ("floor", []), "default": ("pipeline-off", [])}
     variants |= {f"without {name}": ("pipeline-off", [LEVERS[name][1]]) for name in levers}
     results: dict[str, list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as store:
-        for r in range(args.repeats):
+        for r in range(repeats):
             for name, (kind, overrides) in variants.items():
                 run_args = argparse.Namespace(**vars(base) | {"overrides": overrides, "store": store})
                 results[name].append(measure(kind, run_args)["step_s"] * 1e3)
@@ -56,6 +95,24 @@ def main() -> None:
         what = name if name in ("floor", "default") else f"{name} ({LEVERS[name[8:]][0]})"
         saves = "" if name in ("floor", "default") else f"{med(times) - default:+.2f}"
         print(f"{what[:43]:<44}{med(times):>9.2f}{saves:>9}{ratio:>13.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--data-root", default=os.environ.get("OPTBENCH_DATA_ROOT", "../shared/data"))
+    parser.add_argument("--only", action="append", choices=[*sorted(LEVERS), "fills"], help="only these levers")
+    parser.add_argument("--blocks", type=int, default=24, help="blocks of the in-process fills measurement")
+    args = parser.parse_args()
+    levers = [name for name in args.only or LEVERS if name in LEVERS]
+    base = argparse.Namespace(
+        steps=args.steps, data_root=str(Path(args.data_root).resolve()), device="cpu", overrides=[], store=""
+    )
+    if levers:
+        config_levers(base, levers, args.repeats)
+    if not args.only or "fills" in args.only:
+        report_fills(fills_in_process(base.data_root, args.blocks))
 
 
 if __name__ == "__main__":

@@ -43,10 +43,11 @@ def test_each_element_is_kept_with_the_keep_probability(p):
 
 
 def test_neighbouring_elements_are_independent():
-    """Elements share 64-bit words: the pairs (i, i + 1) and (i, i + 8) are kept jointly with keep²."""
+    """Seven elements share a 64-bit word: pairs within one (i, i + 1) and across words (i, i + 7), (i, i + 8)
+    are kept jointly with probability keep²."""
     torch.manual_seed(1)
     kept = keep_mask(torch.empty(N), 0.25, "bits") > 0
-    for lag in (1, 8):
+    for lag in (1, 7, 8):
         both = (kept[:-lag] & kept[lag:]).double().mean().item()
         assert abs(both - 0.75**2) < 5 * math.sqrt(0.75**2 * (1 - 0.75**2) / N), lag
 

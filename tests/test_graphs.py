@@ -148,9 +148,13 @@ def test_recorded_run_equals_eager_run(traced, data_root, tmp_path):
         results[mode], steps[mode] = histories(mlflow.MlflowClient(uri), run.run_id), step_counter
     assert steps["true"].replayed, "the recorded path ran"
     assert steps["true"].global_step == steps["false"].global_step == 2 * 16
+    # The recorded run's optimizer is capturable (its bias corrections round differently, by ~1e-7) and 32
+    # Adam steps amplify that: losses agree to 1e-3 and accuracies to a sample or two of the 1,000. Other
+    # dropout masks (another stream, the same seed) move them by ~3 %.
     for metric, eager in results["false"].items():
         assert [s for s, _ in results["true"][metric]] == [1, 2]
-        assert [v for _, v in results["true"][metric]] == pytest.approx([v for _, v in eager], rel=1e-4), metric
+        tolerance = {"abs": 2e-3} if metric.endswith("_acc") else {"rel": 1e-3}
+        assert [v for _, v in results["true"][metric]] == pytest.approx([v for _, v in eager], **tolerance), metric
 
 
 @pytest.mark.slow

@@ -4,26 +4,28 @@
 mask divided by the keep probability, the input times that mask. It is what every run before
 ``dropout_rng`` existed drew, so those runs rerun exactly with it.
 
-``bits`` draws the mask from bulk random bits: 64-bit words from the same generator, read as bytes, an
-element kept when its k bytes, read as an integer, fall below ``keep · 256ᵏ``. With the smallest k for
-which that threshold is a whole number (k = 1 for the seed's rates 0.25 and 0.5: keep when the byte is
-below 192 resp. 128) every element is kept with exactly the keep probability, independently, as with
-``bernoulli``; only the random numbers behind the masks differ. A rate with no such k ≤ 4 uses k = 4 and
-the nearest threshold (keep probability within 2⁻³³). On a CPU this is about ten times cheaper than one
-``bernoulli_`` draw per element (docs/benchmarks.md).
+``bits`` draws the mask from bulk random bits: 64-bit words from the same generator (``random_`` on
+int64: 63 uniform bits, the sign bit 0), read as groups of k bytes (the group holding the sign bit is
+left out), an element kept when its k bytes, read as an unsigned integer, fall below ``keep · 256ᵏ``.
+With the smallest k for which that threshold is a whole number (k = 1 for the seed's rates 0.25 and
+0.5: keep when the byte is below 192 resp. 128) every element is kept with exactly the keep
+probability, independently, as with ``bernoulli``; only the random numbers behind the masks differ. A
+rate with no such k ≤ 4 uses k = 4 and the nearest threshold (keep probability within 2⁻³³). On a CPU
+a mask costs about a fifth of ``bernoulli``'s, forward and backward (docs/benchmarks.md).
 
 Both are deterministic for a seed, on one thread or many.
 """
 
 from __future__ import annotations
 
+import sys
 from fractions import Fraction
 
 import torch
 from torch import nn
 
 RNGS = ("bits", "bernoulli")
-_SIGNED = {2: torch.int16, 4: torch.int32}
+_GROUP = {1: torch.uint8, 2: torch.int16, 4: torch.int32}  # k random bytes as one integer
 
 
 def check_rng(rng: str) -> None:
@@ -47,13 +49,15 @@ def keep_mask(x: torch.Tensor, p: float, rng: str, generator: torch.Generator | 
     if rng == "bernoulli":  # F.dropout's CPU path, call for call
         return torch.empty_like(x).bernoulli_(keep, generator=generator).div_(keep)
     k, threshold = byte_threshold(keep)
-    words = torch.empty(-(-x.numel() * k // 8), dtype=torch.int64, device=x.device)
-    words.random_(-(2**63), None, generator=generator)  # all 64 bits of each word uniform
-    if k == 1:
-        kept = words.view(torch.uint8)[: x.numel()] < threshold
-    else:  # k bytes as a signed integer s: its unsigned value is s + 2^(8k-1)
-        kept = words.view(_SIGNED[k])[: x.numel()] < threshold - 2 ** (8 * k - 1)
-    return kept.view(x.shape).to(x.dtype).div_(keep)
+    per_word = 8 // k - 1
+    # The full-range overload random_(-2**63, None) would give all 64 bits, but FX cannot print its name
+    # (aten.random_.from), and graphs.py records steps with FX.
+    words = torch.empty(-(-x.numel() // per_word), dtype=torch.int64, device=x.device).random_(generator=generator)
+    groups = words.view(_GROUP[k]).view(-1, 8 // k)
+    groups = groups[:, :per_word] if sys.byteorder == "little" else groups[:, 1:]
+    # k bytes as a signed integer s (k > 1): their unsigned value is s + 2^(8k-1)
+    kept = groups < (threshold if k == 1 else threshold - 2 ** (8 * k - 1))
+    return kept.view(-1)[: x.numel()].view(x.shape).to(x.dtype).div_(keep)
 
 
 class Dropout(nn.Module):

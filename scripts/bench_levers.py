@@ -7,9 +7,9 @@ matrix products, ``bench_floor.py``), the default pipeline (tracking off), and t
 config lever undone in turn. Prints ms/step (median over repeats), what the lever saves, and each
 variant's ``ratio/floor`` (the median of the per-repeat ratios).
 
-A process-wide lever (``fills``: deterministic mode's NaN fill of every new tensor, off by default) is
-flipped inside one pipeline run every ``BLOCK`` steps instead, so that both states share the process, its
-memory and the machine's moment: this machine's speed swings by a third between processes.
+A process-wide switch (``fills``: deterministic mode's NaN fill of every new tensor, on by default; no
+gain measured from turning it off, docs/benchmarks.md) is flipped inside one pipeline run every ``BLOCK``
+steps instead, so that both states share the process, its memory and the machine's moment.
 """
 
 from __future__ import annotations

@@ -113,6 +113,16 @@ def test_rerun_of_a_run_logged_before_the_setting_draws_its_masks():
     assert restore.rebuild(record).model.net.dropout_rng == "bits"
 
 
+def test_a_hydra_folder_written_before_the_setting_reruns_with_its_masks(tmp_path):
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- optimizer=sgd\n")
+    stored = OmegaConf.to_container(config.compose("optimizer=sgd"), resolve=False)
+    del stored["model"]["net"]["dropout_rng"]
+    (tmp_path / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(stored))
+    cfg = restore.from_folder(tmp_path)
+    assert cfg.model.net.dropout_rng == "bernoulli" and cfg.optimizer.name == "sgd"
+
+
 def test_the_two_streams_train_differently_and_each_reproducibly(data_root):
     def run(*extra):
         cfg = config.compose(

@@ -102,33 +102,6 @@ def test_fast_path_keeps_per_epoch_metrics(data_root):
         assert fast[key] == pytest.approx(slow[key], rel=1e-4, abs=1e-6), key
 
 
-def test_no_nan_fill_of_new_tensors_keeps_every_number(data_root, monkeypatch):
-    """Deterministic mode's NaN fill of new tensors is off (speed): a run with it on gives the same numbers."""
-    from optbench import runtime
-
-    def run():
-        cfg = compose_cfg(
-            f"data.root={data_root}", "data.subset=256", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-            "~logger",
-        )  # fmt: skip
-        return {k: v for k, v in pipeline.run(cfg).metrics.items() if k != "total_time_s"}
-
-    fast = run()
-    assert torch.utils.deterministic.fill_uninitialized_memory is False
-    configure = runtime.configure
-
-    def with_fills(*args, **kwargs):
-        out = configure(*args, **kwargs)
-        torch.utils.deterministic.fill_uninitialized_memory = True
-        return out
-
-    monkeypatch.setattr(runtime, "configure", with_fills)
-    filled = run()
-    assert torch.utils.deterministic.fill_uninitialized_memory is True
-    assert fast == filled and "val_loss" in fast
-    torch.utils.deterministic.fill_uninitialized_memory = False
-
-
 def test_a_non_finite_parameter_is_divergence():
     from optbench.module import ClassifierModule, DivergenceError
     from optbench.optim import create

@@ -56,10 +56,6 @@ def configure(
     # a run with one process per node would then use other threads than the ones it logs.
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    # Deterministic mode also fills every new tensor with NaN, a guard against kernels that read memory they
-    # never wrote (none of ours do): on a CPU an extra pass over each new buffer, ~0.7 ms of a step. The
-    # results do not change (tests/test_model.py).
-    torch.utils.deterministic.fill_uninitialized_memory = False
     return threads, keep_freed_memory() if malloc_tuning else False
 
 

@@ -18,6 +18,7 @@ Both are deterministic for a seed, on one thread or many.
 
 from __future__ import annotations
 
+import functools
 import sys
 from fractions import Fraction
 
@@ -33,6 +34,7 @@ def check_rng(rng: str) -> None:
         raise ValueError(f"Unknown model.net.dropout_rng={rng!r}; choose one of: {', '.join(RNGS)}.")
 
 
+@functools.cache  # called twice per step with the same two rates
 def byte_threshold(keep: float) -> tuple[int, int]:
     """(bytes per element k, threshold t): an element is kept when its k random bytes, unsigned, are < t."""
     exact = Fraction(keep)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .dropout import Dropout, check_rng
+from .dropout import Dropout
 
 INITS = ("keras", "torch")
 
@@ -51,7 +51,6 @@ class SeedCNN(nn.Module):
         for key, rate in (("dropout_conv", dropout_conv), ("dropout_dense", dropout_dense)):
             if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate < 1:
                 raise ValueError(f"Invalid model.net.{key}={rate!r}; a dropout rate must be in [0, 1).")
-        check_rng(dropout_rng)
         self.init, self.channels_last = init, channels_last
         self.conv = nn.Conv2d(in_channels, 32, kernel_size=3)
         self.pool = nn.MaxPool2d(2)

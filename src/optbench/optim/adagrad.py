@@ -17,6 +17,9 @@ from .base import (
     apply_weight_decay_single,
     check,
     check_common,
+    sqrt_floor,
+    sqrt_foreach,
+    sqrt_single,
 )
 
 
@@ -65,7 +68,7 @@ class Adagrad(BaseOptimizer):
         if group["eps_inside_sqrt"]:
             denom = s.add(group["eps"]).sqrt_()
         else:
-            denom = s.sqrt().add_(group["eps"])
+            denom = sqrt_single(s, sqrt_floor(s, group["eps"])).add_(group["eps"])
         addcdiv_scaled_single(p, grad, denom, -self._clr(group, state["step"]))
 
     def _update_foreach(self, group, params, grads, states):
@@ -76,6 +79,6 @@ class Adagrad(BaseOptimizer):
             denom = torch._foreach_add(sums, group["eps"])
             torch._foreach_sqrt_(denom)
         else:
-            denom = torch._foreach_sqrt(sums)
+            denom = sqrt_foreach(sums, sqrt_floor(sums[0], group["eps"]))
             torch._foreach_add_(denom, group["eps"])
         addcdiv_scaled_foreach(params, grads, denom, [-self._clr(group, s["step"]) for s in states])

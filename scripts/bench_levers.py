@@ -7,8 +7,9 @@ matrix products, ``bench_floor.py``), the default pipeline (tracking off), and t
 config lever undone in turn. Prints ms/step (median over repeats), what the lever saves, and each
 variant's ``ratio/floor`` (the median of the per-repeat ratios).
 
-A process-wide switch (``fills``: deterministic mode's NaN fill of every new tensor, on by default; no
-gain measured from turning it off, docs/benchmarks.md) is flipped inside one pipeline run every ``BLOCK``
+Levers that are code, not config (``SWITCHES``: the √ floor of Adam's update, the pooled gradient's copy
+back to channels_last; and deterministic mode's NaN fill of every new tensor, on by default, no gain
+measured from turning it off, docs/benchmarks.md) are flipped inside one pipeline run every ``BLOCK``
 steps instead, so that both states share the process, its memory and the machine's moment.
 """
 
@@ -23,6 +24,8 @@ from pathlib import Path
 
 from bench_epoch import measure  # scripts/: this file's folder is on sys.path
 
+from optbench import model as seed_model
+
 BLOCK = 30
 
 # lever → (what it is, the override that undoes it)
@@ -33,16 +36,42 @@ LEVERS = {
 }
 
 
-def fills_in_process(data_root: str, blocks: int) -> dict[str, list[float]]:
-    """ms/step of alternating blocks with the NaN fill off and on (PyTorch's default), in one pipeline run."""
+def _set_fills(on: bool) -> None:
+    import torch
+
+    torch.utils.deterministic.fill_uninitialized_memory = on
+
+
+def _set_sqrt_floor(on: bool) -> None:
+    from optbench.optim import adam, base
+
+    adam.sqrt_floor = base.sqrt_floor if on else (lambda *args, **kwargs: None)
+
+
+def _set_grad_relayout(on: bool) -> None:
+    seed_model._grad_channels_last = GRAD_RELAYOUT if on else (lambda grad: grad)
+
+
+GRAD_RELAYOUT = seed_model._grad_channels_last  # the model's hook, kept while the switch replaces it
+
+# switch → (what it is, what turns it on or off)
+SWITCHES = {
+    "fills": ("NaN fill of new tensors", _set_fills),
+    "sqrt_floor": ("Adam's √ floor (no √0 on a CPU)", _set_sqrt_floor),
+    "grad_relayout": ("pooled gradient back to channels_last", _set_grad_relayout),
+}
+
+
+def switch_in_process(name: str, data_root: str, blocks: int) -> dict[str, list[float]]:
+    """ms/step of alternating blocks with the switch off and on, in one pipeline run (it is left on)."""
     import time
 
     import pytorch_lightning as pl
-    import torch
 
     from optbench import config, pipeline
 
     times: dict[str, list[float]] = {"off": [], "on": []}
+    setter = SWITCHES[name][1]
 
     class Alternate(pl.Callback):
         state, start = "off", None
@@ -53,7 +82,7 @@ def fills_in_process(data_root: str, blocks: int) -> dict[str, list[float]]:
             if self.start is not None and batch_idx >= 2 * BLOCK:  # the first two blocks warm up
                 times[self.state].append((time.perf_counter() - self.start) / BLOCK * 1e3)
             self.state = "on" if (batch_idx // BLOCK) % 2 else "off"
-            torch.utils.deterministic.fill_uninitialized_memory = self.state == "on"
+            setter(self.state == "on")
             self.start = time.perf_counter()
 
     cfg = config.compose(
@@ -61,17 +90,18 @@ def fills_in_process(data_root: str, blocks: int) -> dict[str, list[float]]:
         "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "~logger", "~callbacks.checkpoint",
     )  # fmt: skip
     pipeline.run(cfg, callbacks=[Alternate()])
+    setter(True)
     return times
 
 
-def report_fills(times: dict[str, list[float]]) -> None:
+def report_switch(name: str, times: dict[str, list[float]]) -> None:
     med = statistics.median
     pairs = list(zip(times["off"], times["on"], strict=False))
-    saved = [on - off for off, on in pairs]
+    saved = [off - on for off, on in pairs]
     print(
-        f"fills (in one process, {len(pairs)} pairs of {BLOCK}-step blocks): NaN fill off {med(times['off']):.2f}, "
-        f"on {med(times['on']):.2f} ms/step; off saves {med(saved):+.2f} ms/step (median of pairs), "
-        f"faster in {sum(s > 0 for s in saved)}/{len(pairs)} pairs"
+        f"{name} ({SWITCHES[name][0]}; in one process, {len(pairs)} pairs of {BLOCK}-step blocks): off "
+        f"{med(times['off']):.2f}, on {med(times['on']):.2f} ms/step; on saves {med(saved):+.2f} ms/step "
+        f"(median of pairs), faster in {sum(s > 0 for s in saved)}/{len(pairs)} pairs"
     )
 
 
@@ -103,8 +133,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-root", default=os.environ.get("OPTBENCH_DATA_ROOT", "../shared/data"))
-    parser.add_argument("--only", action="append", choices=[*sorted(LEVERS), "fills"], help="only these levers")
-    parser.add_argument("--blocks", type=int, default=24, help="blocks of the in-process fills measurement")
+    parser.add_argument("--only", action="append", choices=[*LEVERS, *SWITCHES], help="only these levers")
+    parser.add_argument("--blocks", type=int, default=24, help="blocks of each in-process measurement")
     args = parser.parse_args()
     levers = [name for name in args.only or LEVERS if name in LEVERS]
     base = argparse.Namespace(
@@ -112,8 +142,8 @@ def main() -> None:
     )
     if levers:
         config_levers(base, levers, args.repeats)
-    if not args.only or "fills" in args.only:
-        report_fills(fills_in_process(base.data_root, args.blocks))
+    for name in (name for name in args.only or SWITCHES if name in SWITCHES):
+        report_switch(name, switch_in_process(name, base.data_root, args.blocks))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,26 @@ def test_thresholds_are_exact_where_a_whole_number_of_bytes_allows():
     assert k == 4 and abs(t / 2**32 - 0.7) <= 2**-33
 
 
+@pytest.mark.parametrize("p", [0.25, 0.5 - 2**-9, 0.3])  # k = 1, 2 (threshold 32896), 4
+def test_masks_read_the_generators_words_as_documented(p):
+    """The stream, computed another way: the generator's 63-bit words in plain Python, each read as
+    little-endian groups of k bytes without the group holding the sign bit (top bit flipped for k > 1),
+    kept below the threshold."""
+    x = torch.empty(5, 301)
+    gen = torch.Generator().manual_seed(11)
+    mask = keep_mask(x, p, "bits", gen)
+    k, threshold = byte_threshold(1 - p)
+    per_word = 8 // k - 1
+    words = torch.empty(-(-x.numel() // per_word), dtype=torch.int64).random_(generator=gen.manual_seed(11))
+    kept = []
+    for word in words.tolist():
+        raw = word.to_bytes(8, "little")
+        flip = 0 if k == 1 else 1 << (8 * k - 1)
+        kept += [int.from_bytes(raw[i * k : (i + 1) * k], "little") ^ flip < threshold for i in range(per_word)]
+    scale = torch.tensor(1.0).div_(1 - p).item()
+    assert mask.flatten().tolist() == [scale if keep else 0.0 for keep in kept[: x.numel()]]
+
+
 @pytest.mark.parametrize("p", [0.25, 0.5, 0.3, 1 - 2**-12])
 def test_each_element_is_kept_with_the_keep_probability(p):
     """2M elements: the kept fraction within 5 sd of 1 − p, while a threshold one step off would not be."""

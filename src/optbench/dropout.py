@@ -6,7 +6,8 @@ mask divided by the keep probability, the input times that mask. It is what ever
 
 ``bits`` draws the mask from bulk random bits: 64-bit words from the same generator (``random_`` on
 int64: 63 uniform bits, the sign bit 0), read as groups of k bytes (the group holding the sign bit is
-left out), an element kept when its k bytes, read as an unsigned integer, fall below ``keep · 256ᵏ``.
+left out), an element kept when its k bytes, read as an unsigned integer (for k > 1 with its top bit
+flipped, which is as uniform), fall below ``keep · 256ᵏ``.
 With the smallest k for which that threshold is a whole number (k = 1 for the seed's rates 0.25 and
 0.5: keep when the byte is below 192 resp. 128) every element is kept with exactly the keep
 probability, independently, as with ``bernoulli``; only the random numbers behind the masks differ. A
@@ -57,7 +58,7 @@ def keep_mask(x: torch.Tensor, p: float, rng: str, generator: torch.Generator | 
     words = torch.empty(-(-x.numel() // per_word), dtype=torch.int64, device=x.device).random_(generator=generator)
     groups = words.view(_GROUP[k]).view(-1, 8 // k)
     groups = groups[:, :per_word] if sys.byteorder == "little" else groups[:, 1:]
-    # k bytes as a signed integer s (k > 1): their unsigned value is s + 2^(8k-1)
+    # k > 1: compared as a signed integer s, i.e. s + 2^(8k-1), the unsigned value with its top bit flipped
     kept = groups < (threshold if k == 1 else threshold - 2 ** (8 * k - 1))
     return kept.view(-1)[: x.numel()].view(x.shape).to(x.dtype).div_(keep)
 

@@ -59,8 +59,9 @@ def keep_mask(x: torch.Tensor, p: float, rng: str, generator: torch.Generator | 
     groups = words.view(_GROUP[k]).view(-1, 8 // k)
     groups = groups[:, :per_word] if sys.byteorder == "little" else groups[:, 1:]
     # k > 1: compared as a signed integer s, i.e. s + 2^(8k-1), the unsigned value with its top bit flipped
-    kept = groups < (threshold if k == 1 else threshold - 2 ** (8 * k - 1))
-    return kept.view(-1)[: x.numel()].view(x.shape).to(x.dtype).div_(keep)
+    mask = torch.empty(groups.shape, dtype=x.dtype, device=x.device)
+    torch.lt(groups, threshold if k == 1 else threshold - 2 ** (8 * k - 1), out=mask)  # 1.0 kept, 0.0 not: no bool pass
+    return mask.view(-1)[: x.numel()].view(x.shape).div_(keep)
 
 
 class Dropout(nn.Module):

@@ -7,9 +7,9 @@ matrix products, ``bench_floor.py``), the default pipeline (tracking off), and t
 config lever undone in turn. Prints ms/step (median over repeats), what the lever saves, and each
 variant's ``ratio/floor`` (the median of the per-repeat ratios).
 
-Levers that are code, not config (``SWITCHES``: the √ floor of Adam's update, the pooled gradient's copy
-back to channels_last; and deterministic mode's NaN fill of every new tensor, on by default, no gain
-measured from turning it off, docs/benchmarks.md) are flipped inside one pipeline run every ``BLOCK``
+Levers that are code, not config (``SWITCHES``: the pooled gradient's copy back to channels_last, and
+deterministic mode's NaN fill of every new tensor, on by default, no gain measured from turning it off,
+docs/benchmarks.md) are flipped inside one pipeline run every ``BLOCK``
 steps instead, so that both states share the process, its memory and the machine's moment.
 """
 
@@ -42,12 +42,6 @@ def _set_fills(on: bool) -> None:
     torch.utils.deterministic.fill_uninitialized_memory = on
 
 
-def _set_sqrt_floor(on: bool) -> None:
-    from optbench.optim import adam, base
-
-    adam.sqrt_floor = base.sqrt_floor if on else (lambda *args, **kwargs: None)
-
-
 def _set_grad_relayout(on: bool) -> None:
     seed_model._grad_channels_last = GRAD_RELAYOUT if on else (lambda grad: grad)
 
@@ -57,7 +51,6 @@ GRAD_RELAYOUT = seed_model._grad_channels_last  # the model's hook, kept while t
 # switch → (what it is, what turns it on or off)
 SWITCHES = {
     "fills": ("NaN fill of new tensors", _set_fills),
-    "sqrt_floor": ("Adam's √ floor (no √0 on a CPU)", _set_sqrt_floor),
     "grad_relayout": ("pooled gradient back to channels_last", _set_grad_relayout),
 }
 

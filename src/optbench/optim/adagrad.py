@@ -17,9 +17,6 @@ from .base import (
     apply_weight_decay_single,
     check,
     check_common,
-    sqrt_floor,
-    sqrt_foreach,
-    sqrt_single,
 )
 
 
@@ -68,7 +65,7 @@ class Adagrad(BaseOptimizer):
         if group["eps_inside_sqrt"]:
             denom = s.add(group["eps"]).sqrt_()
         else:
-            denom = sqrt_single(s, sqrt_floor(s, group["eps"])).add_(group["eps"])
+            denom = s.sqrt().add_(group["eps"])
         addcdiv_scaled_single(p, grad, denom, -self._clr(group, state["step"]))
 
     def _update_foreach(self, group, params, grads, states):
@@ -79,6 +76,6 @@ class Adagrad(BaseOptimizer):
             denom = torch._foreach_add(sums, group["eps"])
             torch._foreach_sqrt_(denom)
         else:
-            denom = sqrt_foreach(sums, sqrt_floor(sums[0], group["eps"]))
+            denom = torch._foreach_sqrt(sums)
             torch._foreach_add_(denom, group["eps"])
         addcdiv_scaled_foreach(params, grads, denom, [-self._clr(group, s["step"]) for s in states])

@@ -21,9 +21,6 @@ from .base import (
     apply_weight_decay_single,
     check,
     check_common,
-    sqrt_floor,
-    sqrt_foreach,
-    sqrt_single,
 )
 
 
@@ -74,11 +71,6 @@ class Adam(BaseOptimizer):
             return group["lr"] * bc2_sqrt / bc1, 1.0
         return group["lr"] / bc1, bc2_sqrt
 
-    @staticmethod
-    def _sqrt_floor(group, like):
-        """``sqrt_floor`` for √v's smallest divisor over all steps: √(1 − β₂) at step 1, or 1 with ε̂."""
-        return sqrt_floor(like, group["eps"], 1.0 if group["epsilon_hat"] else math.sqrt(1 - group["betas"][1]))
-
     def _update_single(self, group, p, grad, state):
         grad = apply_weight_decay_single(group, p, grad)
         beta1, beta2 = group["betas"]
@@ -89,7 +81,7 @@ class Adam(BaseOptimizer):
             torch.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
             v = state["max_exp_avg_sq"]
         step_size, sqrt_div = self._corrections(group, state["step"])
-        denom = (sqrt_single(v, self._sqrt_floor(group, v)) / sqrt_div).add_(group["eps"])
+        denom = (v.sqrt() / sqrt_div).add_(group["eps"])
         addcdiv_scaled_single(p, m, denom, -step_size)
 
     def _update_foreach(self, group, params, grads, states):
@@ -105,7 +97,7 @@ class Adam(BaseOptimizer):
             torch._foreach_maximum_(maxs, vs)
             vs = maxs
         corrections = [self._corrections(group, s["step"]) for s in states]
-        denom = sqrt_foreach(vs, self._sqrt_floor(group, vs[0]))
+        denom = torch._foreach_sqrt(vs)
         if not group["epsilon_hat"]:
             torch._foreach_div_(denom, [c[1] for c in corrections])
         torch._foreach_add_(denom, group["eps"])

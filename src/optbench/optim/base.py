@@ -12,7 +12,6 @@ never reads a value back to the host.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -141,31 +140,3 @@ def addcdiv_scaled_foreach(params: list, nums: list, denoms: list, scales: list)
         torch._foreach_addcdiv_(params, nums, denoms)
     else:
         torch._foreach_addcdiv_(params, nums, denoms, scales)
-
-
-def sqrt_floor(like: torch.Tensor, eps: float, divisor: float = 1.0) -> float | None:
-    """A floor for ``v`` in ``√v / divisor + eps`` (v ≥ 0, divisor ≥ the given one) that changes no result, or None.
-
-    On a CPU, √ of 0 or of a denormal runs 8–40× slower than √ of a normal number (docs/benchmarks.md),
-    and a second-moment estimate is exactly 0 wherever a weight's gradient always was (the seed CNN's
-    always-zero features: a quarter of its dense weights). Raised to the dtype's smallest normal number
-    first, √v / divisor stays below a quarter of eps's last bit, so the sum rounds to eps either way.
-    """
-    if like.device.type != "cpu" or not like.is_floating_point():
-        return None
-    info = torch.finfo(like.dtype)
-    eps_held = torch.tensor(eps, dtype=like.dtype).item()
-    return info.tiny if math.sqrt(info.tiny) / divisor <= eps_held * info.eps / 8 else None
-
-
-def sqrt_single(v: torch.Tensor, floor: float | None) -> torch.Tensor:
-    """``√v`` as a new tensor, ``v`` raised to ``floor`` first when there is one (``sqrt_floor``)."""
-    return v.sqrt() if floor is None else v.clamp_min(floor).sqrt_()
-
-
-def sqrt_foreach(vs: list, floor: float | None) -> list:
-    if floor is None:
-        return torch._foreach_sqrt(vs)
-    out = torch._foreach_clamp_min(vs, floor)
-    torch._foreach_sqrt_(out)
-    return out

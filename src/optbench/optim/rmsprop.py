@@ -12,16 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import (
-    BaseOptimizer,
-    apply_weight_decay_foreach,
-    apply_weight_decay_single,
-    check,
-    check_common,
-    sqrt_floor,
-    sqrt_foreach,
-    sqrt_single,
-)
+from .base import BaseOptimizer, apply_weight_decay_foreach, apply_weight_decay_single, check, check_common
 
 
 class RMSprop(BaseOptimizer):
@@ -75,7 +66,7 @@ class RMSprop(BaseOptimizer):
         if group["eps_inside_sqrt"]:
             denom = v_hat.add(eps).sqrt_()
         else:
-            denom = v_hat.sqrt().add_(eps) if group["centered"] else sqrt_single(v, sqrt_floor(v, eps)).add_(eps)
+            denom = v_hat.sqrt().add_(eps)
         if group["momentum"] > 0:
             buf = state["momentum_buffer"]
             buf.mul_(group["momentum"]).addcdiv_(grad, denom)
@@ -99,8 +90,7 @@ class RMSprop(BaseOptimizer):
             denom = torch._foreach_add(v_hat, eps)
             torch._foreach_sqrt_(denom)
         else:
-            # centered: v̂ may round below 0, and a floor would turn its NaN into ε
-            denom = sqrt_foreach(v_hat, None if group["centered"] else sqrt_floor(vs[0], eps))
+            denom = torch._foreach_sqrt(v_hat)
             torch._foreach_add_(denom, eps)
         if group["momentum"] > 0:
             bufs = [s["momentum_buffer"] for s in states]

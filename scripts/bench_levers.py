@@ -9,8 +9,8 @@ variant's ``ratio/floor`` (the median of the per-repeat ratios).
 
 Levers that are code, not config (``SWITCHES``: the pooled gradient's copy back to channels_last, and
 deterministic mode's NaN fill of every new tensor, on by default, no gain measured from turning it off,
-docs/benchmarks.md) are flipped inside one pipeline run every ``BLOCK``
-steps instead, so that both states share the process, its memory and the machine's moment.
+docs/benchmarks.md) are flipped inside one pipeline run every ``BLOCK`` steps instead, so that both
+states share the process, its memory and the machine's moment.
 """
 
 from __future__ import annotations

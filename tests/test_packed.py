@@ -52,6 +52,25 @@ def test_each_replica_draws_the_masks_it_would_draw_alone(rng):
     assert not torch.allclose(swapped[0], alone[0], atol=1e-3), "another stream gives other masks: the check can fail"
 
 
+def test_the_pooled_gradient_copy_changes_no_bit(monkeypatch):
+    """The pack's pooled gradient copied back to channels_last (a speed rewrite, ``model.pooled_contiguous``):
+    every gradient equal, bit for bit, to the pack's without the copy."""
+    images = torch.randint(0, 256, (2, 16, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    labels = torch.randint(0, 10, (2, 16), generator=torch.Generator().manual_seed(1))
+
+    def grads():
+        nets, generators = zip(*(seeded(s) for s in (3, 4)), strict=True)
+        packed = PackedSeedCNN(list(nets), list(generators))
+        packed.train()
+        torch.nn.functional.cross_entropy(packed(images).flatten(0, 1), labels.flatten()).backward()
+        return [p.grad for p in packed.parameters()]
+
+    with_copy = grads()
+    monkeypatch.setattr("optbench.model._grad_channels_last", lambda grad: grad)
+    without = grads()
+    assert all(torch.equal(a, b) for a, b in zip(with_copy, without, strict=True))
+
+
 def test_pack_keys_group_what_can_share_a_process():
     base = config.compose()
     same = [config.compose("optimizer=sgd", "seed=3", "optimizer.lr=0.1"), config.compose("label=x", "sweep_id=s")]

@@ -18,8 +18,16 @@ def _in_layout_of(param: torch.Tensor):
 
 
 def _grad_channels_last(grad: torch.Tensor) -> torch.Tensor:
-    """The pooled output's gradient in the pool's own layout: with a mixed one its CPU backward takes a slow path."""
     return grad.contiguous(memory_format=torch.channels_last)
+
+
+def pooled_contiguous(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """The pooled tensor in the default layout, where dropout draws its masks. From channels_last, its
+    gradient is copied back to that layout for the pool's backward, whose CPU kernel takes a slow path
+    with mixed layouts (docs/benchmarks.md: ~2.5 ms of a step). Copies change no value."""
+    if channels_last and x.requires_grad:
+        x.register_hook(_grad_channels_last)
+    return x.contiguous()
 
 
 class SeedCNN(nn.Module):
@@ -36,9 +44,8 @@ class SeedCNN(nn.Module):
     Two rewrites keep every number of the seed's order of operations: ReLU runs *after* the
     max-pool (max commutes with a monotone function, so values and gradients are identical, on a
     4× smaller tensor), and with ``channels_last`` only the conv and pool run in that layout — the
-    pooled tensor is made contiguous before the ReLU and dropout, so the same seed draws the same
-    masks, and its gradient is copied back to channels_last for the pool's backward (docs/benchmarks.md:
-    a CPU pool backward with mixed layouts costs ~1.5 ms of a step). Copies change no value.
+    pooled tensor is made contiguous before the ReLU and dropout (``pooled_contiguous``), so the same
+    seed draws the same masks.
     """
 
     def __init__(
@@ -85,10 +92,7 @@ class SeedCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        x = self.pool(self.conv(x))
-        if self.channels_last and x.requires_grad:
-            x.register_hook(_grad_channels_last)
-        x = torch.relu_(x.contiguous())
+        x = torch.relu_(pooled_contiguous(self.pool(self.conv(x)), self.channels_last))
         x = self.dropout1(x).flatten(1)
         x = self.dropout2(torch.relu_(self.dense(x)))
         return self.out(x)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..dropout import keep_mask
-from ..model import SeedCNN
+from ..model import SeedCNN, pooled_contiguous
 
 CONV_OUT = 32
 
@@ -71,7 +71,7 @@ class PackedSeedCNN(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x = F.conv2d(x, self.conv_weight, self.conv_bias, groups=k)
-        x = torch.relu_(F.max_pool2d(x, 2)).contiguous()  # (B, 32K, 13, 13), as the single run's order
+        x = torch.relu_(pooled_contiguous(F.max_pool2d(x, 2), self.channels_last))  # (B, 32K, 13, 13)
         if self.training and self.p_conv > 0:
             x = self._dropout(x, self.p_conv, dim=1)
         x = x.reshape(b, k, -1).transpose(0, 1)  # (K, B, 5408), each replica's channels flattened as one net's

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchvision import datasets
 
-from optbench.data import DataError, InMemoryBatches, MNISTDataModule
+from optbench.data import DataError, InMemoryBatches, MNISTDataModule, as_float_images
 
 from .idx import write_fake_dataset
 
@@ -35,12 +35,11 @@ def test_val_split_holds_out_training_tail(data_root):
 
 
 def test_subset_and_pixel_scaling(data_root):
-    from optbench.model import SeedCNN
 
     dm = MNISTDataModule(root=data_root, download=False, subset=512)
     dm.setup()
     assert dm.num_train == 512 and len(dm.splits["val"][1]) == 512
-    x = SeedCNN.prepare(dm.splits["train"][0][:4])
+    x = as_float_images(dm.splits["train"][0][:4])
     assert x.shape == (4, 1, 28, 28) and x.dtype == torch.float32
     assert x.min() == 0.0 and x.max() == 1.0
 

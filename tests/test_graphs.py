@@ -19,6 +19,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from optbench import config, graphs, pipeline
+from optbench.in_memory import as_float_images
 from optbench.model import SeedCNN
 from optbench.optim import create
 from optbench.packed import run_pack
@@ -61,7 +62,7 @@ def train_steps(
 
     def step(x, y):
         opt.zero_grad(set_to_none=False)
-        F.cross_entropy(net(net.prepare(x)), y).backward()
+        F.cross_entropy(net(as_float_images(x)), y).backward()
         opt.step()
 
     run = graphs.GraphedStep(step, batches[0], recorder or record_traced) if graphed else step

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from optbench import pipeline
+from optbench.in_memory import as_float_images
 from optbench.model import SeedCNN
 
 from .helpers import compose_cfg
@@ -42,7 +43,7 @@ def loss_and_grads(model: nn.Module, params, x, y):
 
 def batch():
     torch.manual_seed(0)
-    x = SeedCNN.prepare(torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8))
+    x = as_float_images(torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8))
     return x, torch.randint(0, 10, (64,))
 
 

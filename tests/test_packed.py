@@ -12,6 +12,7 @@ import torch
 from hydra_plugins.optbench_packed.packed_launcher import group_jobs
 from optbench import config, pipeline
 from optbench.cli import rerun
+from optbench.in_memory import as_float_images
 from optbench.model import SeedCNN
 from optbench.packed import pack_key, run_pack
 from optbench.packed.model import PackedSeedCNN
@@ -40,7 +41,7 @@ def test_each_replica_draws_the_masks_it_would_draw_alone(rng):
         net, generator = seeded(seed, rng)
         torch.set_rng_state(generator.get_state())  # a single run draws from the global generator
         net.train()
-        alone.append(net(SeedCNN.prepare(images[k])))
+        alone.append(net(as_float_images(images[k])))
     nets, generators = zip(*(seeded(s, rng) for s in (3, 4)), strict=True)
     packed = PackedSeedCNN(list(nets), list(generators))
     packed.train()

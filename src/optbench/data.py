@@ -1,8 +1,5 @@
-"""MNIST-family data held in memory as uint8 tensors and served as whole batches.
-
-The seed scales pixels to [0, 1]; we keep the raw bytes (4× less memory and transfer than
-float32) and convert per batch on the device. No DataLoader workers, no per-sample PIL work.
-"""
+"""MNIST and Fashion-MNIST from torchvision's IDX files, sizes, headers and checksums checked, held in
+memory (``in_memory``)."""
 
 from __future__ import annotations
 
@@ -10,15 +7,17 @@ import gzip
 import hashlib
 import os
 import shutil
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import URLError
 
-import pytorch_lightning as pl
 import torch
 from torchvision import datasets
 from torchvision.datasets.mnist import read_image_file, read_label_file
+
+from .in_memory import InMemoryBatches, InMemoryDataModule, as_float_images
+
+__all__ = ["DataError", "InMemoryBatches", "InMemoryDataModule", "MNISTDataModule", "as_float_images"]
 
 DATA_ROOT_ENV = "OPTBENCH_DATA_ROOT"
 
@@ -92,62 +91,8 @@ def check_idx(path: Path, magic: int, count: int, item_bytes: int, expected_md5:
     return digest
 
 
-class InMemoryBatches:
-    """Iterates over ``(uint8 images, int64 labels)`` batches of tensors held in memory.
-
-    The shuffle order is a function of ``(seed, epoch)`` alone, so a resumed or rerun job sees
-    the same batches. ``batch_size`` is global: under DDP rank ``r`` of ``w`` takes the ``r``-th
-    of ``w`` near-equal slices of every global batch, so the global order is the same for any ``w``.
-    Evaluation (``shuffle=False``) gives each rank one contiguous shard, with no padding.
-    """
-
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        batch_size: int,
-        shuffle: bool,
-        seed: int = 0,
-        epoch: Callable[[], int] = lambda: 0,
-        rank: int = 0,
-        world_size: int = 1,
-    ):
-        if world_size > 1 and shuffle and batch_size < world_size:
-            raise ValueError(f"data.batch_size={batch_size} is the global batch; it must be >= {world_size} devices.")
-        self.images, self.labels = images, labels
-        self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, epoch
-        self.rank, self.world_size = rank, world_size
-
-        n = len(labels)
-        # Evaluation shard of this rank: contiguous, sizes differ by at most one, no padding.
-        self.lo, self.hi = (rank * n) // world_size, ((rank + 1) * n) // world_size
-
-    def __len__(self) -> int:
-        n = len(self.labels) if self.shuffle else self.hi - self.lo
-        return -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if not self.shuffle:  # in order: cheap views, no gather
-            for start in range(self.lo, self.hi, self.batch_size):
-                end = min(start + self.batch_size, self.hi)
-                yield self.images[start:end], self.labels[start:end]
-            return
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch())
-        order = torch.randperm(len(self.labels), generator=gen).to(self.images.device)
-        for batch in order.split(self.batch_size):
-            if self.world_size > 1:
-                batch = batch.tensor_split(self.world_size)[self.rank]
-            yield self.images[batch], self.labels[batch]
-
-
-class MNISTDataModule(pl.LightningDataModule):
-    """MNIST or Fashion-MNIST from torchvision's files, held in memory.
-
-    ``val_split=None`` validates on the 10k test set after every epoch, as the seed did.
-    An integer (or a fraction) holds out that many of the *last* training samples instead,
-    as AlgoPerf does, leaving the test set for a final ``trainer.test``.
-    ``subset=N`` keeps the first N samples of every split (for tests and quick looks).
-    """
+class MNISTDataModule(InMemoryDataModule):
+    """MNIST or Fashion-MNIST from torchvision's IDX files, their sizes, headers and checksums checked."""
 
     def __init__(
         self,
@@ -161,23 +106,14 @@ class MNISTDataModule(pl.LightningDataModule):
         seed: int = 0,
         verify: bool = True,
     ):
-        super().__init__()
         if name not in DATASETS:
             raise ValueError(f"Unknown data.name={name!r}; choose one of: {', '.join(DATASETS)}.")
-        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("subset", subset)):
-            if value is None and key == "subset":
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"Invalid data.{key}={value!r}; it must be a positive integer.")
-        if val_split is not None and (not isinstance(val_split, int | float) or not 0 < val_split < 60_000):
+        if val_split is not None and isinstance(val_split, int | float) and not 0 < val_split < 60_000:
             raise ValueError(f"Invalid data.val_split={val_split}; give a count or fraction of the 60k, or null.")
-        self.name, self.root, self.download = name, Path(root).expanduser(), download
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.val_split, self.subset, self.seed, self.verify = val_split, subset, seed, verify
+        super().__init__(name, batch_size, eval_batch_size, val_split, subset, seed)
+        self.root, self.download, self.verify = Path(root).expanduser(), download, verify
         self.spec = DATASETS[name]
         self.raw = self.root / self.spec.folder.__name__ / "raw"
-        self.file_md5: dict[str, str] = {}
-        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -- files -----------------------------------------------------------------------------
     def _missing(self) -> list[Path]:
@@ -223,56 +159,7 @@ class MNISTDataModule(pl.LightningDataModule):
             self.file_md5[path.name] = check_idx(path, magic, count, item, expected)
         return read_image_file(str(images_path)), read_label_file(str(labels_path))
 
-    @property
-    def digest(self) -> str:
-        """One MD5 over the MD5s of the files actually read: changes when any of them changes."""
-        joined = "".join(f"{name}:{md5};" for name, md5 in sorted(self.file_md5.items()))
-        return hashlib.md5(joined.encode()).hexdigest()
-
-    # -- splits ----------------------------------------------------------------------------
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
+    def _read(self):
         if self._missing():
             self.prepare_data()
-        train_x, train_y = self._load("train")
-        test = self._load("t10k")
-        if self.val_split is None:
-            train, val = (train_x, train_y), test
-        else:
-            n_val = int(self.val_split * len(train_y)) if self.val_split < 1 else int(self.val_split)
-            train, val = (train_x[:-n_val], train_y[:-n_val]), (train_x[-n_val:], train_y[-n_val:])
-        self.splits = {"train": train, "val": val, "test": test}
-        if self.subset is not None:
-            self.splits = {k: (x[: self.subset], y[: self.subset]) for k, (x, y) in self.splits.items()}
-
-    @property
-    def num_train(self) -> int:
-        return len(self.splits["train"][1])
-
-    def _batches(self, split: str, batch_size: int, shuffle: bool) -> InMemoryBatches:
-        trainer = self.trainer
-        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-        images, labels = self.splits[split]
-        if images.device != device:  # keep the whole split resident where the model is
-            images, labels = images.to(device), labels.to(device)
-            self.splits[split] = (images, labels)
-        return InMemoryBatches(
-            images,
-            labels,
-            batch_size,
-            shuffle,
-            seed=self.seed,
-            epoch=(lambda: trainer.current_epoch) if trainer is not None else (lambda: 0),
-            rank=trainer.global_rank if trainer is not None else 0,
-            world_size=trainer.world_size if trainer is not None else 1,
-        )
-
-    def train_dataloader(self) -> InMemoryBatches:
-        return self._batches("train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> InMemoryBatches:
-        return self._batches("val", self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> InMemoryBatches:
-        return self._batches("test", self.eval_batch_size, shuffle=False)
+        return self._load("train"), self._load("t10k")

@@ -84,11 +84,6 @@ class SeedCNN(nn.Module):
             # them equal; the values, and so every number, are the same.
             self.conv.weight.register_hook(_in_layout_of(self.conv.weight))
 
-    @staticmethod
-    def prepare(images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(N, 28, 28)`` pixels → float ``(N, 1, 28, 28)`` in [0, 1], as the seed scales them."""
-        return images.unsqueeze(1).float().div_(255.0)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import graphs
+from .in_memory import as_float_images
 
 
 class DivergenceError(RuntimeError):
@@ -72,7 +73,7 @@ class ClassifierModule(pl.LightningModule):
         self._step_offset = 0
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(self.net.prepare(images))
+        return self.net(as_float_images(images))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Dropout draws from the global generator; resuming must continue its stream exactly.

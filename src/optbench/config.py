@@ -8,6 +8,7 @@ optimizer filled in, the thread count, every interpolation resolved.
 from __future__ import annotations
 
 import importlib.resources
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -28,6 +29,11 @@ CONFIG_MODULE = "optbench.conf"
 CONFIG_PATH = f"pkg://{CONFIG_MODULE}"  # for @hydra.main: the configs shipped inside the package
 GROUPS = ("data", "model", "optimizer", "trainer", "logger", "callbacks", "experiment")
 SEED_RANGE = (0, 2**32 - 1)  # NumPy's seeds, which seed_everything sets too
+
+# ``data=torchvision``'s default name: torchvision.datasets.KMNIST → kmnist.
+OmegaConf.register_new_resolver(
+    "optbench.class_name", lambda target: str(target).rpartition(".")[2].lower(), replace=True
+)
 
 
 class ConfigError(ValueError):
@@ -91,9 +97,15 @@ def _is_int(value: Any) -> bool:
 def validate(cfg: DictConfig) -> None:
     """The top-level values that no constructor checks."""
     try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
         epochs, seed, threads = cfg.trainer.get("max_epochs"), cfg.get("seed"), cfg.get("threads")
     except OmegaConfBaseException as err:
         raise ConfigError(f"Invalid config: {str(err).splitlines()[0]}") from None
+    if missing:
+        raise ConfigError(
+            f"Invalid config: {', '.join(missing)} must be set: model=custom and data=custom build your own class, e.g. "
+            "model.net._target_=mypkg.MyNet or data._target_=mypkg.MyDataModule (README, Your own network and data)."
+        )
     if not _is_int(epochs) or epochs < 1:
         raise ConfigError(f"Invalid trainer.max_epochs={epochs!r}; it must be an integer >= 1 (e.g. 10).")
     if not _is_int(seed) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
@@ -113,15 +125,24 @@ def validate(cfg: DictConfig) -> None:
 
 
 OURS = {"trainer": ("cuda_graph",)}  # keys of a group that optbench reads and its _target_ does not take
+# Keys optbench reads that a group's target gets only if its constructor takes them (a user's datamodule).
+OURS_IF_UNTAKEN = {"data": ("name", "seed")}
+
+
+def _takes(target: Any, key: str) -> bool:
+    try:
+        params = inspect.signature(get_object(target)).parameters
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return True  # instantiate reports a target it cannot find
+    return key in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def instantiate_group(cfg: DictConfig, group: str, **kwargs):
     """``instantiate(cfg[group])``, with a constructor's complaint as a ``ConfigError`` naming the group."""
     node = cfg[group]
-    if group in OURS:
-        node = OmegaConf.create(
-            {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in OURS[group]}
-        )
+    drop = [*OURS.get(group, ()), *(k for k in OURS_IF_UNTAKEN.get(group, ()) if not _takes(node.get("_target_"), k))]
+    if drop:
+        node = OmegaConf.create({k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in drop})
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as err:
@@ -177,4 +198,5 @@ def effective(cfg: DictConfig, optimizer: BaseOptimizer, threads: int) -> dict[s
             record["optimizer"][key] = value
     record["threads"] = threads
     record.pop("resume", None)  # how a run was started, not what it is
+    record.pop("trusted_modules", None)  # what this machine trusts, not what the run is
     return record

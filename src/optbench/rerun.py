@@ -23,7 +23,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from . import config, provenance, restore, store, stored
+from . import config, data_identity, provenance, restore, store, stored
 from .jobs import RECORD
 
 COMPARED = ("train_loss", "train_acc", "val_loss", "val_acc")
@@ -101,12 +101,11 @@ def environment_differences(original: mlflow.entities.Run, cfg: DictConfig) -> l
     return out
 
 
-def dataset_difference(original: mlflow.entities.Run, datamodule) -> str | None:
+def dataset_difference(original: mlflow.entities.Run, datamodule, name: str | None = None) -> str | None:
     digest = original.data.tags.get("dataset_digest")
-    if digest and datamodule.digest != digest:
-        return (
-            f"dataset digest differs: original {digest}, now {datamodule.digest} (files under {datamodule.raw} changed)"
-        )
+    now = data_identity.of(datamodule, name)
+    if digest and now is not None and now.digest != digest:
+        return f"dataset digest differs: original {digest}, now {now.digest} (the data of {now.source} changed)"
     return None
 
 
@@ -150,14 +149,16 @@ def rerun(source: str, overrides: list[str], tracking_uri: str | None = None) ->
 
     uri = _tracking_uri(source, tracking_uri)
     client = store.open_existing(uri)
-    local = config.compose(f"logger.tracking_uri={uri}")
+    trusting = [o for o in overrides if o.partition("=")[0] == "trusted_modules"]  # this machine's, not the run's
+    overrides = [o for o in overrides if o not in trusting]
+    local = config.compose(f"logger.tracking_uri={uri}", *trusting)
     cfg, original = load(source, client, local)
     cfg = apply_overrides(cfg, overrides)
     warnings = environment_differences(original, cfg) if original else []
     if original is not None and cfg.get("data") is not None:
         datamodule = config.instantiate_group(cfg, "data")
         datamodule.setup()
-        warnings += [w for w in [dataset_difference(original, datamodule)] if w]
+        warnings += [w for w in [dataset_difference(original, datamodule, cfg.data.get("name"))] if w]
     for warning in warnings:
         print(f"WARNING: {warning}", file=sys.stderr, flush=True)
     if original is not None and not warnings:

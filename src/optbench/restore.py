@@ -10,7 +10,10 @@ hand that file to Hydra's ``instantiate`` or to OmegaConf's resolvers. Instead:
 3. that option is composed here and the stored *values* are set on it, each of the type this checkout
    has for that key (ranges are checked where a command-line value is: ``config.validate`` and the
    constructors); places and identities on this machine (``MACHINE_LOCAL``) come from here;
-4. every ``_target_`` of the result is checked against an explicit allowlist before anything is built.
+4. every ``_target_`` of the result is checked before anything is built (``trust``): optbench's own,
+   torchvision's dataset classes, and modules this machine trusts. A node whose ``_target_`` this
+   checkout leaves open (``???``: ``model=custom``'s net, ``data=custom``) takes the stored target and
+   its arguments; a torchvision dataset class may stand for another.
 
 A Hydra output folder must hold exactly what this checkout composes from its ``.hydra/overrides.yaml``.
 Stored files are read by ``stored``: YAML capped and alias-free, checkpoints tensors and plain data only.
@@ -29,23 +32,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from . import config
-from .compare.query import BEFORE_ADDED
+from . import config, trust
+from .compare.query import BEFORE_ADDED, added_to
 from .stored import read_yaml, refuse
 
-ALLOWED_TARGETS = frozenset(
-    {
-        "optbench.optim.create",
-        "optbench.data.MNISTDataModule",
-        "optbench.module.ClassifierModule",
-        "optbench.model.SeedCNN",
-        "optbench.tracking.RunTracking",
-        "pytorch_lightning.Trainer",
-        "pytorch_lightning.strategies.DDPStrategy",
-        "pytorch_lightning.loggers.MLFlowLogger",
-        "pytorch_lightning.callbacks.ModelCheckpoint",
-    }
-)
+OPEN = "???"  # a value this checkout leaves to the command line (OmegaConf's MISSING)
 META_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 # Places and identities on this machine: always this checkout's and the command line's, never a stored
 # config's (a forged checkpoint filename wrote outside its folder; a forged experiment name sent a rerun's
@@ -59,6 +50,7 @@ MACHINE_LOCAL = (
     "callbacks.checkpoint.filename",
     "trainer.default_root_dir",
     "trainer.enable_progress_bar",
+    "trusted_modules",
 )
 
 
@@ -81,15 +73,26 @@ def _plain_problems(tree: Any, path: str = "") -> list[str]:
     return []
 
 
+def _open_target(stored: Any, ours: Any) -> bool:
+    """A stored ``_target_`` that may replace ours: ours is left open (``???``) for one outside optbench,
+    or both are torchvision dataset classes. Which targets may be built is ``trust``'s to say."""
+    if ours == OPEN:
+        return isinstance(stored, str) and stored not in trust.OWN_TARGETS
+    return trust.is_torchvision_dataset(stored) and trust.is_torchvision_dataset(ours)
+
+
 def _mismatches(stored: dict, ours: dict, path: str) -> list[str]:
-    """Keys of ``stored`` that ``ours`` lacks, targets that differ, mappings where we have values."""
+    """Keys of ``stored`` that ``ours`` lacks, targets that differ, mappings where we have values; a node
+    whose target is left open takes any further keys (its constructor's arguments)."""
     out = []
+    free = ours.get("_target_") == OPEN
     for key, value in stored.items():
         name = f"{path}.{key}" if path else key
         if key not in ours:
-            out.append(f"unknown key {name} (= {value!r})")
+            if not free or key in META_KEYS:
+                out.append(f"unknown key {name} (= {value!r})")
         elif key in META_KEYS:
-            if value != ours[key]:
+            if value != ours[key] and not (key == "_target_" and _open_target(value, ours[key])):
                 out.append(f"{name} is {value!r} where this checkout has {ours[key]!r}")
         elif isinstance(value, dict):
             if isinstance(ours[key], dict):
@@ -136,8 +139,12 @@ def _agreement(stored: Any, ours: Any) -> int:
 def _set_values(ours: dict, stored: dict) -> None:
     for key, value in stored.items():
         if key in META_KEYS:
+            if key == "_target_" and _open_target(value, ours[key]):
+                ours[key] = value
             continue
-        if isinstance(value, dict):
+        if key not in ours:  # an argument of an open node's target
+            ours[key] = copy.deepcopy(value)
+        elif isinstance(value, dict):
             _set_values(ours[key], value)
         else:
             ours[key] = value
@@ -149,18 +156,13 @@ def _set_added(result: dict, stored: dict) -> None:
     for key, value in BEFORE_ADDED.items():
         section, _, name = key.rpartition(".")
         ours, theirs = _lookup(result, section), _lookup(stored, section)
-        if isinstance(ours, dict) and isinstance(theirs, dict) and name not in theirs:
+        if (
+            isinstance(ours, dict)
+            and isinstance(theirs, dict)
+            and name not in theirs
+            and added_to(theirs.get("_target_"))
+        ):
             ours[name] = value
-
-
-def check_targets(tree: Any, path: str = "") -> None:
-    """Refuse any ``_target_`` outside the allowlist, before anything is instantiated."""
-    if isinstance(tree, dict):
-        for key, value in tree.items():
-            name = f"{path}.{key}" if path else key
-            if key == "_target_" and value not in ALLOWED_TARGETS:
-                raise refuse("to build this config", [f"{name} = {value!r} is not one of optbench's own targets"])
-            check_targets(value, name)
 
 
 @functools.lru_cache(maxsize=64)
@@ -200,19 +202,21 @@ def rebuild(stored: Any, local: DictConfig | None = None, what: str = "this logg
     _set_values(result, stored)
     _set_added(result, stored)
     cfg = OmegaConf.create(result)
-    _localize(cfg, OmegaConf.to_container(local, resolve=True) if local is not None else _resolved())
-    check_targets(OmegaConf.to_container(cfg))
+    here = OmegaConf.to_container(local, resolve=True) if local is not None else _resolved()
+    _localize(cfg, here)
+    trust.check_targets(OmegaConf.to_container(cfg), trust.trusted_modules(here), what)
     return cfg
 
 
 def _localize(cfg: DictConfig, here: dict) -> None:
     """Places and identities of this machine (``MACHINE_LOCAL``) from this checkout and command line;
-    one this checkout does not set is removed."""
+    one this checkout does not set is removed, and none is added to a config that lacks it (a user's
+    datamodule without ``root``)."""
     for key in MACHINE_LOCAL:
         parent, _, name = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent)
-        if node is None:
-            continue
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if node is None or name not in node or ("_target_" in node and node["_target_"] not in trust.OWN_TARGETS):
+            continue  # absent, or an argument of a user's own module: theirs to set
         value = _lookup(here, key)
         if value is _ABSENT:
             node.pop(name, None)
@@ -245,7 +249,7 @@ def from_folder(folder: Path, local: DictConfig | None = None) -> DictConfig:
         raise refuse(what, [f"an override does not parse ({str(err).splitlines()[0]})"]) from None
     for override, text in zip(parsed, overrides, strict=True):
         key = override.key_or_group
-        if "${" in text or override.is_sweep_override() or override.is_add() or override.is_force_add():
+        if "${" in text or override.is_sweep_override():
             problems.append(f"override {text!r} is not a plain value")
         elif key.startswith("hydra") or key.lstrip("~").split(".")[0] not in (*_resolved(), *config.GROUPS):
             problems.append(f"override {text!r} sets a key this checkout does not define")

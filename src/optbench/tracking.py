@@ -28,7 +28,7 @@ import yaml
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from . import heartbeat, provenance
+from . import data_identity, heartbeat, provenance
 from .module import DivergenceError
 
 FAILURE_TAGS = ("failure_reason", "failure_detail", "diverged_epoch", "diverged_step")
@@ -237,9 +237,10 @@ def describe_run(
     if config is not None:
         client.log_text(run_id, yaml.safe_dump(dict(config), sort_keys=False), "config.yaml")
     tags = dict(tags)
-    if getattr(datamodule, "file_md5", None):
-        tags["dataset_digest"] = datamodule.digest
-        log_dataset(client, run_id, datamodule)
+    identity = data_identity.of(datamodule, ((config or {}).get("data") or {}).get("name"))
+    if identity is not None and identity.digest:
+        tags["dataset_digest"] = identity.digest
+        log_dataset(client, run_id, identity)
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
@@ -254,14 +255,14 @@ def reopen(client, run_id: str) -> float:
     return sum(m.value for m in client.get_metric_history(run_id, "epoch_time_s"))
 
 
-def log_dataset(client, run_id: str, datamodule) -> None:
-    """The files actually read, as an MLflow dataset input whose digest changes with any byte of them."""
-    profile = {"files": datamodule.file_md5, "num_train": datamodule.num_train, "subset": datamodule.subset}
+def log_dataset(client, run_id: str, identity: data_identity.DataIdentity) -> None:
+    """The data actually read, as an MLflow dataset input whose digest changes with any byte of it."""
+    profile = {"files": identity.parts, "num_train": identity.num_train, "subset": identity.subset}
     dataset = Dataset(
-        name=datamodule.name,
-        digest=datamodule.digest,
+        name=identity.name,
+        digest=identity.digest,
         source_type="local",
-        source=json.dumps({"uri": str(datamodule.raw.resolve())}),
+        source=json.dumps({"uri": identity.source}),
         profile=json.dumps(profile),
     )
     context = InputTag("mlflow.data.context", "training")

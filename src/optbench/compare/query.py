@@ -31,6 +31,14 @@ NOT_IDENTITY_PREFIXES = ("logger.", "callbacks.", "optimizer.search_space.", "tr
 # Settings added after runs were logged without them → the value those runs ran with. A run's identity,
 # its rerun and its resume read a missing key as this value, never as today's default.
 BEFORE_ADDED = {"model.net.dropout_rng": "bernoulli"}
+
+
+def added_to(target) -> bool:
+    """Whether a section built by ``target`` can lack a ``BEFORE_ADDED`` key: optbench's own modules only
+    (a user's net never had optbench's later settings)."""
+    return target is None or str(target).startswith("optbench.")
+
+
 TRAINER_IDENTITY = {
     "trainer.max_epochs",
     "trainer.limit_train_batches",
@@ -126,7 +134,7 @@ def with_added(params: Mapping[str, str]) -> dict[str, str]:
     out = dict(params)
     for key, value in BEFORE_ADDED.items():
         section = key.rpartition(".")[0] + "."
-        if key not in out and any(k.startswith(section) for k in params):
+        if key not in out and any(k.startswith(section) for k in params) and added_to(params.get(section + "_target_")):
             out[key] = value
     return out
 

@@ -23,7 +23,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from .. import config, graphs, runtime, tracking
-from ..data import InMemoryBatches
+from ..in_memory import InMemoryBatches, InMemoryDataModule
+from ..model import SeedCNN
 from ..module import check_finite_every
 from ..pipeline import RunResult, flatten
 from .model import PackedSeedCNN
@@ -50,6 +51,22 @@ class Replica:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def refuse_unpackable(cfg: DictConfig, net, datamodule) -> None:
+    """The pack is the seed CNN's layers batched over replicas, fed from in-memory uint8 splits."""
+    if not isinstance(net, SeedCNN):
+        raise config.ConfigError(
+            f"hydra/launcher=packed trains the seed CNN only (model=seed_cnn), batching its layers over the jobs; "
+            f"model.net._target_={cfg.model.net.get('_target_')} cannot be packed. Run this sweep with "
+            "hydra/launcher=joblib (or the default launcher) instead."
+        )
+    if not isinstance(datamodule, InMemoryDataModule):
+        raise config.ConfigError(
+            f"hydra/launcher=packed reads optbench's in-memory datasets (data=mnist, fashion_mnist, torchvision); "
+            f"data._target_={cfg.data.get('_target_')} cannot be packed. Run this sweep with hydra/launcher=joblib "
+            "(or the default launcher) instead."
+        )
+
+
 def build(
     cfgs: list[DictConfig], device: torch.device, capturable: bool = False
 ) -> tuple[PackedSeedCNN, list[Replica], object]:
@@ -59,6 +76,7 @@ def build(
         config.validate(cfg)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         built_data, module, _ = config.build(cfg)
+        refuse_unpackable(cfg, module.net, built_data)
         datamodule = datamodule or built_data
         nets.append(module.net)
         if device.type == "cuda":  # a single run draws its masks from the CUDA generator, seeded by seed_everything
@@ -123,6 +141,11 @@ def run_pack(
     model, replicas, datamodule = build(cfgs, device, capturable=cuda_graph)
     datamodule.prepare_data()
     datamodule.setup()
+    if datamodule.splits["train"][0].shape[1:] != (28, 28):
+        raise config.ConfigError(
+            f"hydra/launcher=packed packs the seed CNN's 28×28 one-channel input; {datamodule.name}'s images are "
+            f"{tuple(datamodule.splits['train'][0].shape[1:])}. Run this sweep with hydra/launcher=joblib instead."
+        )
     pack = uuid.uuid4().hex[:12]
     start_epoch, steps_done = 0, 0
     for k, replica in enumerate(replicas):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,16 @@ import pytest
 from optbench.data import DATA_ROOT_ENV
 
 REPO = Path(__file__).resolve().parents[1]
+# The example package (examples/optbench-example) is a user's code outside src/: importable in-process here,
+# and in the commands the tests start through ``example_env``.
+EXAMPLE = REPO / "examples" / "optbench-example"
+sys.path.insert(0, str(EXAMPLE))
+
+
+@pytest.fixture
+def example_env() -> dict[str, str]:
+    """The environment of a command that imports the example package, as after ``pip install -e`` of it."""
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(EXAMPLE), os.environ.get("PYTHONPATH")) if p)}
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 
-from optbench.config import build, instantiate_group, options
+from optbench.config import ConfigError, build, instantiate_group, options, validate
 from optbench.data import MNISTDataModule
+from optbench.torchvision_data import TorchvisionDataModule
 from optbench.module import ClassifierModule
 from optbench.optim import BaseOptimizer
 from optbench.tracking import RunTracking
@@ -39,16 +40,31 @@ def test_optimizer_configs(name, preset):
     assert cfg.run_name == f"{name}-mnist-seed42"
 
 
+# The options that take the user's own class, given the example package's.
+OWN_CLASS = {
+    "data": {"custom": ["data._target_=optbench_example.NormalizedMNIST"]},
+    "model": {"custom": ["model.net._target_=optbench_example.MLP"]},
+}
+
+
 @pytest.mark.parametrize("name", options("data"))
 def test_data_configs(name):
-    cfg = compose_cfg(f"data={name}")
-    dm = instantiate(cfg.data)
-    assert isinstance(dm, MNISTDataModule) and dm.batch_size == 64 and dm.val_split is None
+    cfg = compose_cfg(f"data={name}", *OWN_CLASS["data"].get(name, []))
+    dm = instantiate_group(cfg, "data")
+    assert isinstance(dm, pl.LightningDataModule) and dm.batch_size == 64 and dm.seed == cfg.seed
+    assert isinstance(dm, MNISTDataModule | TorchvisionDataModule) == (name != "custom")
+    assert getattr(dm, "val_split", None) is None
+
+
+@pytest.mark.parametrize("group", ["model", "data"])
+def test_an_option_for_your_own_class_says_what_to_set(group):
+    with pytest.raises(ConfigError, match=rf"{group}(\.net)?\._target_ must be set.*README"):
+        validate(compose_cfg(f"{group}=custom"))
 
 
 @pytest.mark.parametrize("name", options("model"))
 def test_model_configs(name):
-    cfg = compose_cfg(f"model={name}")
+    cfg = compose_cfg(f"model={name}", *OWN_CLASS["model"].get(name, []))
     model = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer))
     assert isinstance(model, ClassifierModule)
     logits = model(torch.zeros(2, 28, 28, dtype=torch.uint8))

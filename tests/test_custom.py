@@ -262,3 +262,21 @@ def test_your_datamodule_trains_and_records_its_data(data_root, tracking_uri, mo
     assert rerun.main([result.run_id, "--tracking-uri", tracking_uri]) == 0
     out = capsys.readouterr()
     assert "optbench-rerun: identical" in out.out and "dataset digest differs" not in out.err
+
+
+def test_tune_takes_your_network(data_root, tracking_uri, tmp_path, monkeypatch, capsys):
+    from optbench.cli import tune
+
+    monkeypatch.setenv("OPTBENCH_DATA_ROOT", str(data_root))
+    common = ["--optimizers", "adam", "--trials", "1", "--seeds", "1", "--epochs", "1", "--subset", "256"]
+    common += ["--tracking-uri", tracking_uri, "--out", str(tmp_path)]
+    assert tune.main([*common, "model=custom", "model.net._target_=optbench_example.MLP", "+model.net.width=16"]) == 0
+    trained = [r for r in runs_of(tracking_uri)[1] if "model.net._target_" in r.data.params]
+    assert len(trained) == 3, "one trial, the best and the default retrained"
+    assert {(r.data.params["model.net._target_"], r.data.params["model.net.width"]) for r in trained} == {
+        ("optbench_example.MLP", "16")
+    }
+    before = len(runs_of(tracking_uri)[1])
+    assert tune.main([*common, "model=custom"]) == 2
+    assert "model.net._target_ must be set" in capsys.readouterr().err
+    assert len(runs_of(tracking_uri)[1]) == before, "a bad override fails before any run"

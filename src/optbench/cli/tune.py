@@ -1,6 +1,7 @@
 """``optbench-tune``: the same Optuna budget for every optimizer, then seeds of the best and the default.
 
-    optbench-tune [--optimizers sgd,adam,...] [--trials 10] [--seeds 3] [--epochs 10] [--subset N]
+    optbench-tune [--optimizers sgd,adam,...] [--trials 10] [--seeds 3] [--epochs 10] [--subset N] [OVERRIDES]
+    optbench-tune --trials 5 model=custom model.net._target_=mypkg.MyNet    # overrides of every run: your net
     optbench-tune --workers 2 ...                               # 2 local processes share each study
     optbench-tune --storage postgresql://... --sweep-id S --workers 4 --only-workers 2,3 --no-finish   # on another machine
 
@@ -14,6 +15,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from hydra.errors import HydraException
 
 from .. import config, runtime, store, tune
 from ..compare import CompareError, compare, figures, render, report, summary
@@ -44,6 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-finish", action="store_true", help="only search; another machine retrains and compares")
     parser.add_argument("--out", type=Path, default=Path("multirun/tune"), help="folder for the default Optuna storage")
+    parser.add_argument("overrides", nargs="*", help="config overrides of every run, as for optbench-train")
     args = parser.parse_args(argv)
     if args.trials < 1 or args.seeds < 1 or args.workers < 1:
         parser.error("--trials, --seeds and --workers must be positive")
@@ -57,7 +61,7 @@ def worker_command(args: argparse.Namespace, plan: tune.Plan, share: int) -> lis
         "--trials", str(plan.trials), "--seeds", str(plan.seeds), "--epochs", str(plan.epochs),
         *(["--subset", str(plan.subset)] if plan.subset else []), "--tracking-uri", plan.uri,
         "--experiment", plan.experiment, "--sweep-id", plan.sweep, "--storage", plan.storage,
-        "--workers", str(plan.workers), "--only-workers", str(share), "--no-finish",
+        "--workers", str(plan.workers), "--only-workers", str(share), "--no-finish", *plan.extra,
     ]  # fmt: skip
 
 
@@ -71,10 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         storage = f"sqlite:///{(args.out / sweep / 'optuna.db').resolve()}"
     plan = tune.Plan(
         sweep, args.tracking_uri or store.default_tracking_uri(), tuple(args.optimizers.split(",")), args.trials,
-        args.seeds, args.epochs, args.subset, args.experiment, storage, args.workers,
+        args.seeds, args.epochs, args.subset, args.experiment, storage, args.workers, extra=args.overrides,
     )  # fmt: skip
     shares = [int(k) for k in args.only_workers.split(",")] if args.only_workers else list(range(args.workers))
     try:
+        config.check_overrides(plan.extra)
+        config.validate(config.compose("experiment=tuned", *plan.overrides()))  # a bad override: before any run
         store.prepare(plan.uri, plan.experiment)
         if len(shares) == 1:
             for optimizer in plan.optimizers:
@@ -94,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             tune.retrain(plan, optimizer, best)
         epochs = sorted({1, (plan.epochs + 1) // 2, plan.epochs})
         comparison = compare(store.open_existing(plan.uri), plan.experiment, sweep, epochs=epochs)
-    except (config.ConfigError, CompareError, store.StoreError) as err:
+    except (config.ConfigError, CompareError, store.StoreError, HydraException) as err:
         print(f"optbench-tune: {err}", file=sys.stderr)
         return 2
     sys.stdout.write(render.render(comparison, "table"))

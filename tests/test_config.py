@@ -11,9 +11,9 @@ from pytorch_lightning.loggers import MLFlowLogger
 
 from optbench.config import ConfigError, build, instantiate_group, options, validate
 from optbench.data import MNISTDataModule
-from optbench.torchvision_data import TorchvisionDataModule
 from optbench.module import ClassifierModule
 from optbench.optim import BaseOptimizer
+from optbench.torchvision_data import TorchvisionDataModule
 from optbench.tracking import RunTracking
 
 from .helpers import REPO, compose_cfg

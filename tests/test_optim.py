@@ -99,6 +99,18 @@ def expected(name, preset):
         return w - 1e-3 / 0.1 * m / (np.sqrt(v) / math.sqrt(0.001) + 1e-8)
     if name == "rprop":  # first step: sign(g)·lr
         return w - np.sign(g) * 0.01
+    if name == "adamw":  # the weights shrink by lr·λ first, then Adam's step
+        m, v = 0.1 * g, 0.001 * g**2
+        if preset == "keras":
+            return w * (1 - 1e-3 * 0.004) - 1e-3 * math.sqrt(0.001) / 0.1 * m / (np.sqrt(v) + 1e-7)
+        return w * (1 - 1e-3 * 1e-2) - 1e-3 / 0.1 * m / (np.sqrt(v) / math.sqrt(0.001) + 1e-8)
+    if name == "nadam":  # μ₁, μ₂ from the preset's ψ; Π₁ = μ₁
+        lr, eps, psi = (1e-3, 1e-7, 1.0) if preset == "keras" else (2e-3, 1e-8, 4e-3)
+        mu1, mu2 = (0.9 * (1 - 0.5 * 0.96 ** (k * psi)) for k in (1, 2))
+        d = np.sqrt(0.001 * g**2 / 0.001) + eps
+        return w - lr * (1 - mu1) / (1 - mu1) * g / d - lr * mu2 / (1 - mu1 * mu2) * 0.1 * g / d
+    if name == "lion":  # sign((1 − β₁)·g)·lr
+        return w - np.sign(g) * (1e-3 if preset == "keras" else 1e-4)
     raise AssertionError(name)
 
 
@@ -180,6 +192,9 @@ TOY_LR = {
     "adadelta": 1.0,
     "adam": 0.02,
     "rprop": 0.01,
+    "adamw": 0.02,
+    "nadam": 0.02,
+    "lion": 0.005,
 }
 
 
@@ -270,6 +285,11 @@ def test_closure_is_called_and_returned(name):
         ("adadelta", dict(rho=2.0), "rho=2.0"),
         ("rprop", dict(etas=(1.5, 1.2)), "etas"),
         ("adam", dict(weight_decay=-1.0), "weight_decay=-1.0"),
+        ("adamw", dict(betas=(0.9, 1.0)), "beta2=1.0"),
+        ("nadam", dict(momentum_decay=-1.0), "momentum_decay=-1.0"),
+        ("nadam", dict(eps=0.0), "eps=0.0"),
+        ("lion", dict(betas=(1.5, 0.99)), "beta1=1.5"),
+        ("lion", dict(lr=-1e-4), "lr=-0.0001"),
     ],
 )
 def test_invalid_hyperparameters_raise_clear_errors(name, bad, match):
@@ -278,8 +298,8 @@ def test_invalid_hyperparameters_raise_clear_errors(name, bad, match):
 
 
 def test_unknown_names_and_presets():
-    with pytest.raises(ValueError, match="Unknown optimizer 'lion'; choose one of: sgd"):
-        O.create([torch.ones(1)], "lion")
+    with pytest.raises(ValueError, match="Unknown optimizer 'lamb'; choose one of: sgd"):
+        O.create([torch.ones(1)], "lamb")
     with pytest.raises(ValueError, match="optimizer.preset='jax'"):
         O.create([torch.ones(1)], "adam", "jax")
     with pytest.raises(ValueError, match="Check the optimizer"):

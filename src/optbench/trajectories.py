@@ -34,6 +34,9 @@ BASE_LR = {
     "adadelta": 5.0,
     "adam": 0.1,
     "rprop": 0.05,
+    "adamw": 0.1,
+    "nadam": 0.1,
+    "lion": 0.02,  # every coordinate moves by exactly lr
 }
 
 FUNCTIONS = {
@@ -54,6 +57,9 @@ FUNCTIONS = {
             "adadelta": 5.0,
             "adam": 0.05,
             "rprop": 0.01,
+            "adamw": 0.05,
+            "nadam": 0.05,
+            "lion": 0.01,
         },
         steps=500,
         minimum=(1.0, 1.0),

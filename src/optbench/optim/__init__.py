@@ -4,6 +4,8 @@ from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam
 from .base import BaseOptimizer
+from .lion import Lion
+from .nadam import NAdam
 from .registry import OPTIMIZERS, PRESETS, create, resolve_hparams
 from .rmsprop import RMSprop
 from .rprop import Rprop
@@ -17,6 +19,8 @@ __all__ = [
     "Adagrad",
     "Adam",
     "BaseOptimizer",
+    "Lion",
+    "NAdam",
     "RMSprop",
     "Rprop",
     "create",

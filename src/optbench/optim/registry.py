@@ -13,6 +13,8 @@ from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam
 from .base import BaseOptimizer
+from .lion import Lion
+from .nadam import NAdam
 from .rmsprop import RMSprop
 from .rprop import Rprop
 from .sgd import SGD
@@ -25,6 +27,9 @@ OPTIMIZERS: dict[str, type[BaseOptimizer]] = {
     "adadelta": Adadelta,
     "adam": Adam,
     "rprop": Rprop,
+    "adamw": Adam,
+    "nadam": NAdam,
+    "lion": Lion,
 }
 
 # Momentum 0.9 is our choice for "SGD with momentum": neither library has a non-zero default.
@@ -43,6 +48,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "adadelta": dict(lr=1e-3, rho=0.95, eps=1e-7, decoupled_weight_decay=True),
         "adam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-7, epsilon_hat=True, decoupled_weight_decay=True),
         "rprop": dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0)),
+        "adamw": dict(
+            lr=1e-3, betas=(0.9, 0.999), eps=1e-7, epsilon_hat=True, weight_decay=0.004, decoupled_weight_decay=True
+        ),
+        "nadam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-7, momentum_decay=1.0, decoupled_weight_decay=True),
+        "lion": dict(lr=1e-3, betas=(0.9, 0.99), weight_decay=0.0),
     },
     "torch": {
         "sgd": dict(lr=1e-3, momentum=0.0),
@@ -52,6 +62,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "adadelta": dict(lr=1.0, rho=0.9, eps=1e-6),
         "adam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8),
         "rprop": dict(lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50.0)),
+        "adamw": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, decoupled_weight_decay=True),
+        "nadam": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, momentum_decay=4e-3),
+        # PyTorch has no Lion: the defaults of lion-pytorch, the implementation PyTorch users take.
+        "lion": dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0),
     },
 }
 

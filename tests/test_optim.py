@@ -111,6 +111,8 @@ def expected(name, preset):
         return w - lr * (1 - mu1) / (1 - mu1) * g / d - lr * mu2 / (1 - mu1 * mu2) * 0.1 * g / d
     if name == "lion":  # sign((1 − β₁)·g)·lr
         return w - np.sign(g) * (1e-3 if preset == "keras" else 1e-4)
+    if name == "schedule_free_adamw":  # c₁ = 1: y = z = w − γ·g/(|g| + ε) (both presets: the authors' values)
+        return w - 2.5e-3 * g / (np.abs(g) + 1e-8)
     raise AssertionError(name)
 
 
@@ -195,6 +197,7 @@ TOY_LR = {
     "adamw": 0.02,
     "nadam": 0.02,
     "lion": 0.005,
+    "schedule_free_adamw": 0.02,
 }
 
 
@@ -290,6 +293,8 @@ def test_closure_is_called_and_returned(name):
         ("nadam", dict(eps=0.0), "eps=0.0"),
         ("lion", dict(betas=(1.5, 0.99)), "beta1=1.5"),
         ("lion", dict(lr=-1e-4), "lr=-0.0001"),
+        ("schedule_free_adamw", dict(betas=(0.0, 0.999)), "beta1=0.0"),
+        ("schedule_free_adamw", dict(warmup_steps=-1), "warmup_steps=-1"),
     ],
 )
 def test_invalid_hyperparameters_raise_clear_errors(name, bad, match):

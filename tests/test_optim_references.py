@@ -50,7 +50,14 @@ def lion_pytorch(params):
     return pytest.importorskip("lion_pytorch").Lion(params)
 
 
-# (ours, preset, reference): each library's optimizer at its own defaults.
+def schedulefree_adamw(params, **hp):
+    opt = pytest.importorskip("schedulefree").AdamWScheduleFree(params, foreach=False, **hp)
+    opt.train()  # the package starts in eval mode
+    return opt
+
+
+# (ours, preset, reference): each library's optimizer at its own defaults. Neither Keras nor PyTorch has a
+# Schedule-Free optimizer: both presets take the authors' package's defaults.
 REFERENCES = {
     ("adamw", "torch"): lambda: torch_trajectory(lambda p: torch.optim.AdamW(p, foreach=False)),
     ("adamw", "keras"): lambda: keras_trajectory(lambda k: k.optimizers.AdamW()),
@@ -58,6 +65,8 @@ REFERENCES = {
     ("nadam", "keras"): lambda: keras_trajectory(lambda k: k.optimizers.Nadam()),
     ("lion", "torch"): lambda: torch_trajectory(lion_pytorch),
     ("lion", "keras"): lambda: keras_trajectory(lambda k: k.optimizers.Lion()),
+    ("schedule_free_adamw", "torch"): lambda: torch_trajectory(schedulefree_adamw),
+    ("schedule_free_adamw", "keras"): lambda: torch_trajectory(schedulefree_adamw),
 }
 
 
@@ -83,3 +92,25 @@ def test_capturable_takes_the_same_steps(name, preset):
     plain = torch_trajectory(lambda p: O.create(p, name, preset))
     captured = torch_trajectory(lambda p: O.create(p, name, preset, capturable=True))
     np.testing.assert_allclose(captured, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_schedule_free_evaluates_the_average_and_trains_on_y():
+    """eval() turns the weights into the authors' average x, train() back into y; a step in eval mode is
+    refused. With warm-up and weight decay, so that every term of the rule is exercised."""
+    hp = dict(lr=0.01, weight_decay=0.01, warmup_steps=10)
+    theirs = torch.tensor(W0, dtype=torch.float64, requires_grad=True)
+    mine = torch.tensor(W0, dtype=torch.float64, requires_grad=True)
+    ref, opt = schedulefree_adamw([theirs], **hp), O.create([mine], "schedule_free_adamw", "torch", **hp)
+    for _ in range(STEPS):
+        for w, o in ((theirs, ref), (mine, opt)):
+            w.grad = torch.tensor(grad(w.detach().numpy()))
+            o.step()
+    y = mine.detach().clone()
+    ref.eval()
+    opt.eval()
+    assert worst_relative_error(mine.detach().numpy(), theirs.detach().numpy()) < RTOL
+    assert not torch.allclose(mine, y), "x is not y"
+    with pytest.raises(ValueError, match="eval mode"):
+        opt.step()
+    opt.train()
+    torch.testing.assert_close(mine.detach(), y, rtol=1e-12, atol=1e-15)

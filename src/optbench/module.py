@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import graphs
+from . import graphs, optim
 from .in_memory import as_float_images
 
 
@@ -185,6 +185,27 @@ class ClassifierModule(pl.LightningModule):
         images, labels = batch
         logits = self(images)
         self._accumulate(split, F.cross_entropy(logits, labels, reduction="sum"), logits, labels)
+
+    # Schedule-Free trains one sequence and evaluates its average: the weights switch for every evaluation
+    # (checkpoints saved at validation end hold the average; the next epoch switches back before its steps).
+    def _optimizer_mode(self, train: bool) -> None:
+        if self._trainer is not None:
+            optim.set_mode(self.trainer.optimizers, train)
+
+    def on_train_epoch_start(self) -> None:
+        self._optimizer_mode(train=True)
+
+    def on_validation_start(self) -> None:
+        self._optimizer_mode(train=False)
+
+    def on_validation_end(self) -> None:
+        self._optimizer_mode(train=True)
+
+    def on_test_start(self) -> None:
+        self._optimizer_mode(train=False)
+
+    def on_test_end(self) -> None:
+        self._optimizer_mode(train=True)
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:

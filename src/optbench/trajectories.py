@@ -37,6 +37,7 @@ BASE_LR = {
     "adamw": 0.1,
     "nadam": 0.1,
     "lion": 0.02,  # every coordinate moves by exactly lr
+    "schedule_free_adamw": 0.1,
 }
 
 FUNCTIONS = {
@@ -60,6 +61,7 @@ FUNCTIONS = {
             "adamw": 0.05,
             "nadam": 0.05,
             "lion": 0.01,
+            "schedule_free_adamw": 0.05,
         },
         steps=500,
         minimum=(1.0, 1.0),

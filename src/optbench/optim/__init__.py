@@ -9,6 +9,7 @@ from .nadam import NAdam
 from .registry import OPTIMIZERS, PRESETS, create, resolve_hparams
 from .rmsprop import RMSprop
 from .rprop import Rprop
+from .schedule_free import ScheduleFreeAdamW, set_mode
 from .sgd import SGD
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "NAdam",
     "RMSprop",
     "Rprop",
+    "ScheduleFreeAdamW",
     "create",
     "resolve_hparams",
+    "set_mode",
 ]

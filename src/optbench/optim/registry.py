@@ -17,6 +17,7 @@ from .lion import Lion
 from .nadam import NAdam
 from .rmsprop import RMSprop
 from .rprop import Rprop
+from .schedule_free import ScheduleFreeAdamW
 from .sgd import SGD
 
 OPTIMIZERS: dict[str, type[BaseOptimizer]] = {
@@ -30,6 +31,7 @@ OPTIMIZERS: dict[str, type[BaseOptimizer]] = {
     "adamw": Adam,
     "nadam": NAdam,
     "lion": Lion,
+    "schedule_free_adamw": ScheduleFreeAdamW,
 }
 
 # Momentum 0.9 is our choice for "SGD with momentum": neither library has a non-zero default.
@@ -53,6 +55,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         ),
         "nadam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-7, momentum_decay=1.0, decoupled_weight_decay=True),
         "lion": dict(lr=1e-3, betas=(0.9, 0.99), weight_decay=0.0),
+        # Keras has no Schedule-Free optimizer: the authors' defaults (the schedulefree package), as for torch.
+        "schedule_free_adamw": dict(lr=2.5e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=0),
     },
     "torch": {
         "sgd": dict(lr=1e-3, momentum=0.0),
@@ -66,6 +70,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "nadam": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, momentum_decay=4e-3),
         # PyTorch has no Lion: the defaults of lion-pytorch, the implementation PyTorch users take.
         "lion": dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0),
+        # PyTorch has none either: the schedulefree package's defaults.
+        "schedule_free_adamw": dict(lr=2.5e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=0),
     },
 }
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from .. import config, graphs, runtime, tracking
+from .. import config, graphs, optim, runtime, tracking
 from ..in_memory import InMemoryBatches, InMemoryDataModule
 from ..model import SeedCNN
 from ..module import check_finite_every
@@ -205,7 +205,9 @@ def run_pack(
             steps_done += step + 1 if limit is None else min(step + 1, limit)
             if diverged(replicas, bad, epoch, steps_done) and graphed:
                 graphed.reset()
+            optim.set_mode([r.optimizer for r in replicas], train=False)  # Schedule-Free: evaluate the average
             val = evaluate(model, val_x, val_y, first.data.eval_batch_size)
+            optim.set_mode([r.optimizer for r in replicas], train=True)
             seconds = time.perf_counter() - epoch_start
             hold.hold()  # an epoch's metrics and checkpoints are written together or not at all
             for k, replica in enumerate(replicas):

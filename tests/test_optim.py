@@ -111,6 +111,11 @@ def expected(name, preset):
         return w - lr * (1 - mu1) / (1 - mu1) * g / d - lr * mu2 / (1 - mu1 * mu2) * 0.1 * g / d
     if name == "lion":  # sign((1 − β₁)·g)·lr
         return w - np.sign(g) * (1e-3 if preset == "keras" else 1e-4)
+    if name == "muon":  # a vector: AdamW's first step under the preset (Muon takes matrices only)
+        m, v = 0.1 * g, 0.001 * g**2
+        if preset == "keras":
+            return w * (1 - 1e-3 * 0.004) - 1e-3 * math.sqrt(0.001) / 0.1 * m / (np.sqrt(v) + 1e-7)
+        return w * (1 - 1e-3 * 1e-2) - 1e-3 / 0.1 * m / (np.sqrt(v) / math.sqrt(0.001) + 1e-8)
     if name == "schedule_free_adamw":  # c₁ = 1: y = z = w − γ·g/(|g| + ε) (both presets: the authors' values)
         return w - 2.5e-3 * g / (np.abs(g) + 1e-8)
     raise AssertionError(name)
@@ -198,6 +203,7 @@ TOY_LR = {
     "nadam": 0.02,
     "lion": 0.005,
     "schedule_free_adamw": 0.02,
+    "muon": 0.02,
 }
 
 
@@ -295,6 +301,9 @@ def test_closure_is_called_and_returned(name):
         ("lion", dict(lr=-1e-4), "lr=-0.0001"),
         ("schedule_free_adamw", dict(betas=(0.0, 0.999)), "beta1=0.0"),
         ("schedule_free_adamw", dict(warmup_steps=-1), "warmup_steps=-1"),
+        ("muon", dict(adjust_lr="spectral"), "adjust_lr='spectral'"),
+        ("muon", dict(ns_steps=0), "ns_steps=0"),
+        ("muon", dict(momentum=1.0), "momentum=1.0"),
     ],
 )
 def test_invalid_hyperparameters_raise_clear_errors(name, bad, match):

@@ -38,6 +38,7 @@ BASE_LR = {
     "nadam": 0.1,
     "lion": 0.02,  # every coordinate moves by exactly lr
     "schedule_free_adamw": 0.1,
+    "muon": 0.1,  # a point is a vector: Muon's AdamW part moves it
 }
 
 FUNCTIONS = {
@@ -62,6 +63,7 @@ FUNCTIONS = {
             "nadam": 0.05,
             "lion": 0.01,
             "schedule_free_adamw": 0.05,
+            "muon": 0.05,
         },
         steps=500,
         minimum=(1.0, 1.0),

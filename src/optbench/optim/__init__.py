@@ -5,6 +5,7 @@ from .adagrad import Adagrad
 from .adam import Adam
 from .base import BaseOptimizer
 from .lion import Lion
+from .muon import Muon
 from .nadam import NAdam
 from .registry import OPTIMIZERS, PRESETS, create, resolve_hparams
 from .rmsprop import RMSprop
@@ -21,6 +22,7 @@ __all__ = [
     "Adam",
     "BaseOptimizer",
     "Lion",
+    "Muon",
     "NAdam",
     "RMSprop",
     "Rprop",

@@ -14,6 +14,7 @@ from .adagrad import Adagrad
 from .adam import Adam
 from .base import BaseOptimizer
 from .lion import Lion
+from .muon import Muon
 from .nadam import NAdam
 from .rmsprop import RMSprop
 from .rprop import Rprop
@@ -32,6 +33,7 @@ OPTIMIZERS: dict[str, type[BaseOptimizer]] = {
     "nadam": NAdam,
     "lion": Lion,
     "schedule_free_adamw": ScheduleFreeAdamW,
+    "muon": Muon,
 }
 
 # Momentum 0.9 is our choice for "SGD with momentum": neither library has a non-zero default.
@@ -57,6 +59,21 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "lion": dict(lr=1e-3, betas=(0.9, 0.99), weight_decay=0.0),
         # Keras has no Schedule-Free optimizer: the authors' defaults (the schedulefree package), as for torch.
         "schedule_free_adamw": dict(lr=2.5e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=0),
+        "muon": dict(
+            lr=1e-3,
+            momentum=0.95,
+            nesterov=True,
+            weight_decay=0.004,
+            eps=1e-7,
+            adjust_lr="match_rms_adamw",
+            ns_dtype="param",
+            norm_eps="add",
+            momentum_form="sum",
+            adamw_betas=(0.9, 0.999),
+            adamw_eps=1e-7,
+            adamw_weight_decay=0.004,
+            adamw_epsilon_hat=True,
+        ),
     },
     "torch": {
         "sgd": dict(lr=1e-3, momentum=0.0),
@@ -72,6 +89,22 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "lion": dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0),
         # PyTorch has none either: the schedulefree package's defaults.
         "schedule_free_adamw": dict(lr=2.5e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, warmup_steps=0),
+        # torch.optim.Muon on the matrices, torch.optim.AdamW's defaults on the rest (its lr 1e-3 is Muon's).
+        "muon": dict(
+            lr=1e-3,
+            momentum=0.95,
+            nesterov=True,
+            weight_decay=0.1,
+            eps=1e-7,
+            adjust_lr="original",
+            ns_dtype="bfloat16",
+            norm_eps="clamp",
+            momentum_form="lerp",
+            adamw_betas=(0.9, 0.999),
+            adamw_eps=1e-8,
+            adamw_weight_decay=0.01,
+            adamw_epsilon_hat=False,
+        ),
     },
 }
 

@@ -6,18 +6,21 @@ from __future__ import annotations
 import bz2
 import hashlib
 import json
-import signal
 
 import mlflow
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from optbench import pipeline, restore
 from optbench.cli import rerun
+from optbench.config import ConfigError
 from optbench.data import DataError
 from optbench.in_memory import as_float_images
 from optbench.model import SeedCNN
+from optbench.packed import run_pack
+from optbench.resume import resume
 from optbench.stored import RestoreError
 from optbench.trust import TRUST_ENV
 
@@ -25,12 +28,9 @@ from .helpers import (
     compare_json,
     compose_cfg,
     quick_args,
-    resume_args,
     run_cli,
     runs_of,
-    start_cli,
     tiny_cfg,
-    wait_for_epoch,
 )
 from .idx import write_idx
 
@@ -137,7 +137,7 @@ def test_your_datamodules_own_arguments_stay_its_own(monkeypatch, tmp_path):
 # -- sweeps, comparison, resume, packing --------------------------------------------------------------
 @pytest.mark.slow
 def test_your_network_sweeps_and_compares(data_root, tracking_uri, tmp_path, example_env):
-    args = quick_args(data_root, tracking_uri, tmp_path, *MLP, "data.subset=256", "trainer.max_epochs=1")
+    args = quick_args(data_root, tracking_uri, tmp_path, *MLP, "data.subset=128", "trainer.max_epochs=1")
     run_cli("-m", *args, "optimizer=adam,sgd", "seed=1,2", "sweep_id=mine", env=example_env)
     client, runs = runs_of(tracking_uri)
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
@@ -149,39 +149,45 @@ def test_your_network_sweeps_and_compares(data_root, tracking_uri, tmp_path, exa
         assert row["seeds"] == 2 and row["val_acc@1"] == pytest.approx(np.mean(values), abs=1e-12)
 
 
-@pytest.mark.slow
-def test_resume_of_your_network_equals_an_uninterrupted_run(data_root, tmp_path, example_env):
-    net = ["model=custom", "model.net._target_=optbench_example.SmallResNet", "+model.net.width=16"]
-    args = [*net, "data.subset=4096", "trainer.max_epochs=6", "seed=3"]
-    straight_uri, uri = f"sqlite:///{tmp_path / 'b.db'}", f"sqlite:///{tmp_path / 'a.db'}"
-    run_cli(*quick_args(data_root, straight_uri, tmp_path / "b", *args), env=example_env)
-    proc = start_cli(*quick_args(data_root, uri, tmp_path / "a", *args), env=example_env)
-    run_id = wait_for_epoch(uri, 1, proc)
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=120)
-    client = mlflow.MlflowClient(uri)
-    assert client.get_run(run_id).info.status == "KILLED"
+class InterruptAt(pl.Callback):
+    """Ctrl-C as epoch ``epoch`` (0-based) starts: the epochs before it are complete, their checkpoint too."""
 
-    refused = run_cli(*resume_args(data_root, uri, tmp_path, run_id), env=example_env, check=False)
-    assert refused.returncode == 2 and "optbench_example is not trusted" in refused.stderr
-    run_cli(*resume_args(data_root, uri, tmp_path, run_id), env={**example_env, TRUST_ENV: "optbench_example"})
+    def __init__(self, epoch: int):
+        self.epoch = epoch
 
-    def history(u, rid):
-        return [(m.step, m.value) for m in mlflow.MlflowClient(u).get_metric_history(rid, "val_loss")]
-
-    (straight,) = runs_of(straight_uri)[1]
-    assert client.get_run(run_id).info.status == "FINISHED"
-    assert sorted(history(uri, run_id)) == sorted(history(straight_uri, straight.info.run_id))
-    assert len(history(uri, run_id)) == 6
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise KeyboardInterrupt("interrupted by the test")
 
 
-@pytest.mark.slow
-def test_a_packed_sweep_of_your_network_is_refused(data_root, tracking_uri, tmp_path, example_env):
-    args = quick_args(data_root, tracking_uri, tmp_path, *MLP, "trainer.max_epochs=1")
-    proc = run_cli("-m", *args, "hydra/launcher=packed", "seed=1,2", env=example_env, check=False)
-    assert proc.returncode == 2
-    said = proc.stdout + proc.stderr  # Hydra's launcher log
-    assert "hydra/launcher=packed trains the seed CNN only" in said and "hydra/launcher=joblib" in said
+def test_resume_of_your_network_equals_an_uninterrupted_run(data_root, tracking_uri, monkeypatch):
+    net = ["model=custom", "model.net._target_=optbench_example.SmallResNet", "+model.net.width=8"]
+    args = [*net, "data.subset=512", "trainer.max_epochs=3", "seed=3"]
+    straight = pipeline.run(tiny_cfg(data_root, tracking_uri, *args))
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        pipeline.run(tiny_cfg(data_root, tracking_uri, *args), callbacks=[InterruptAt(1)])
+    client, runs = runs_of(tracking_uri)
+    (killed,) = [r for r in runs if r.info.status == "KILLED"]
+    where = [f"data.root={data_root}", f"logger.tracking_uri={tracking_uri}", "trainer.enable_progress_bar=false"]
+    command = [*where, f"resume={killed.info.run_id}"]
+
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    with pytest.raises(RestoreError, match="optbench_example is not trusted"):
+        resume(compose_cfg(*command), command)
+    monkeypatch.setenv(TRUST_ENV, "optbench_example")
+    result = resume(compose_cfg(*command), command)
+
+    def history(run_id):
+        return sorted((m.step, m.value) for m in client.get_metric_history(run_id, "val_loss"))
+
+    assert result.status == "FINISHED" and client.get_run(killed.info.run_id).info.status == "FINISHED"
+    assert len(history(straight.run_id)) == 3 and history(killed.info.run_id) == history(straight.run_id)
+
+
+def test_a_packed_sweep_of_your_network_is_refused(data_root, tracking_uri):
+    cfgs = [tiny_cfg(data_root, tracking_uri, *MLP, f"seed={seed}") for seed in (1, 2)]
+    with pytest.raises(ConfigError, match=r"packed trains the seed CNN only.*hydra/launcher=joblib"):
+        run_pack(cfgs)
     assert runs_of(tracking_uri)[1] == [], "refused before any run exists"
 
 

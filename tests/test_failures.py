@@ -208,7 +208,7 @@ CLI_VALUES = {
 
 
 @pytest.mark.slow
-@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from([(k, v) for k, vs in CLI_VALUES.items() for v in vs]), min_size=1, max_size=3))
 def test_the_cli_ends_cleanly_whatever_it_is_given(data_root, tmp_path_factory, pairs):
     """Through the real command: a run, or one clear message with exit 2 and no run; never a run left RUNNING."""

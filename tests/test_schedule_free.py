@@ -19,7 +19,7 @@ def val_loss(module, images, labels) -> float:
 
 
 def test_validation_runs_on_the_average(data_root, tracking_uri):
-    cfg = tiny_cfg(data_root, tracking_uri, "optimizer=schedule_free_adamw", "trainer.max_epochs=1")
+    cfg = tiny_cfg(data_root, tracking_uri, "optimizer=schedule_free_adamw", "trainer.max_epochs=1", "data.subset=128")
     datamodule, module, _ = config.build(cfg)
     trainer = pl.Trainer(
         max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, num_sanity_val_steps=0
@@ -39,10 +39,11 @@ def test_validation_runs_on_the_average(data_root, tracking_uri):
 def test_a_run_and_a_pack_of_schedule_free_agree(data_root, tracking_uri):
     """The same seed trained alone and in a pack of two: the same validation losses (to float tolerance),
     so both evaluate the same weights."""
-    alone = pipeline.run(tiny_cfg(data_root, tracking_uri, "optimizer=schedule_free_adamw", "seed=3"))
+    one_epoch = ["optimizer=schedule_free_adamw", "trainer.max_epochs=1", "data.subset=128"]
+    alone = pipeline.run(tiny_cfg(data_root, tracking_uri, *one_epoch, "seed=3"))
     from optbench.packed import run_pack
 
-    cfgs = [tiny_cfg(data_root, tracking_uri, "optimizer=schedule_free_adamw", f"seed={s}") for s in (3, 4)]
+    cfgs = [tiny_cfg(data_root, tracking_uri, *one_epoch, f"seed={s}") for s in (3, 4)]
     packed = run_pack(cfgs)
     assert alone.status == "FINISHED" and {r.status for r in packed} == {"FINISHED"}
     assert abs(packed[0].metrics["val_loss"] - alone.metrics["val_loss"]) < 1e-4 * alone.metrics["val_loss"]

@@ -286,3 +286,15 @@ def test_tune_takes_your_network(data_root, tracking_uri, tmp_path, monkeypatch,
     assert tune.main([*common, "model=custom"]) == 2
     assert "model.net._target_ must be set" in capsys.readouterr().err
     assert len(runs_of(tracking_uri)[1]) == before, "a bad override fails before any run"
+
+
+def test_the_example_datamodule_holds_out_what_tune_asks_for(data_root):
+    from torchvision.datasets import MNIST
+
+    from optbench.config import instantiate_group
+
+    mine = ["data=custom", "data._target_=optbench_example.NormalizedMNIST", f"+data.root={data_root}"]
+    dm = instantiate_group(compose_cfg("experiment=tuned", *mine), "data")
+    dm.setup()
+    assert len(dm.sets["train"]) == 50_000 and len(dm.sets["val"]) == 10_000
+    assert torch.equal(dm.sets["val"].tensors[1], MNIST(str(data_root), train=True).targets[-10_000:])

@@ -1,7 +1,7 @@
 """A user's own networks and data, trained and compared by optbench without changing optbench.
 
-    pip install -e examples/optbench-example
-    optbench-train -m model=custom model.net._target_=optbench_example.MLP optimizer=adam,sgd_momentum seed=1,2
+pip install -e examples/optbench-example
+optbench-train -m model=custom model.net._target_=optbench_example.MLP optimizer=adam,sgd_momentum seed=1,2
 """
 
 from .data import NormalizedMNIST

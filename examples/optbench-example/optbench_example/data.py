@@ -38,6 +38,7 @@ class NormalizedMNIST(LightningDataModule):
         eval_batch_size: int = 1000,
         seed: int = 0,
         subset: int | None = None,
+        val_split: int | None = None,
         mean: float = 0.1307,
         std: float = 0.3081,
         download: bool = False,
@@ -45,7 +46,7 @@ class NormalizedMNIST(LightningDataModule):
         super().__init__()
         self.root, self.download = root, download
         self.batch_size, self.eval_batch_size, self.seed, self.subset = batch_size, eval_batch_size, seed, subset
-        self.mean, self.std = mean, std
+        self.mean, self.std, self.val_split = mean, std, val_split
         self.sets: dict[str, TensorDataset] = {}
 
     def prepare_data(self) -> None:
@@ -55,11 +56,14 @@ class NormalizedMNIST(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.sets:
             return
-        for split, train in (("train", True), ("val", False)):
-            ds = MNIST(self.root, train=train, download=False)
-            images, labels = ds.data[: self.subset], ds.targets[: self.subset]
-            x = (images.unsqueeze(1).float() / 255.0 - self.mean) / self.std
-            self.sets[split] = TensorDataset(x, labels)
+        train, test = (MNIST(self.root, train=t, download=False) for t in (True, False))
+        splits = {"train": (train.data, train.targets), "val": (test.data, test.targets)}
+        if self.val_split:  # hold out the last N training samples (what optbench-tune asks for), not the test set
+            n = self.val_split
+            splits = {"train": (train.data[:-n], train.targets[:-n]), "val": (train.data[-n:], train.targets[-n:])}
+        for split, (images, labels) in splits.items():
+            x = (images[: self.subset].unsqueeze(1).float() / 255.0 - self.mean) / self.std
+            self.sets[split] = TensorDataset(x, labels[: self.subset])
 
     def train_dataloader(self) -> DataLoader:
         train = self.sets["train"]

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import pytorch_lightning as pl
 
 from optbench.config import compose
 
@@ -174,3 +175,14 @@ def resume_args(data_root, uri, tmp_path, run_id, *extra):
         f"resume={run_id}",
         *extra,
     ]
+
+
+class InterruptAt(pl.Callback):
+    """Ctrl-C as epoch ``epoch`` (0-based) starts: the epochs before it are complete, their checkpoint too."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise KeyboardInterrupt("interrupted by the test")

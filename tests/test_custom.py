@@ -10,7 +10,6 @@ import json
 import mlflow
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from optbench import pipeline, restore
@@ -25,6 +24,7 @@ from optbench.stored import RestoreError
 from optbench.trust import TRUST_ENV
 
 from .helpers import (
+    InterruptAt,
     compare_json,
     compose_cfg,
     quick_args,
@@ -147,17 +147,6 @@ def test_your_network_sweeps_and_compares(data_root, tracking_uri, tmp_path, exa
     for name, row in rows.items():
         values = [r.data.metrics["val_acc"] for r in runs if r.data.params["optimizer.name"] == name]
         assert row["seeds"] == 2 and row["val_acc@1"] == pytest.approx(np.mean(values), abs=1e-12)
-
-
-class InterruptAt(pl.Callback):
-    """Ctrl-C as epoch ``epoch`` (0-based) starts: the epochs before it are complete, their checkpoint too."""
-
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        if trainer.current_epoch == self.epoch:
-            raise KeyboardInterrupt("interrupted by the test")
 
 
 def test_resume_of_your_network_equals_an_uninterrupted_run(data_root, tracking_uri, monkeypatch):

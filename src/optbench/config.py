@@ -27,7 +27,7 @@ from .optim import BaseOptimizer
 
 CONFIG_MODULE = "optbench.conf"
 CONFIG_PATH = f"pkg://{CONFIG_MODULE}"  # for @hydra.main: the configs shipped inside the package
-GROUPS = ("data", "model", "optimizer", "trainer", "logger", "callbacks", "experiment")
+GROUPS = ("data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "experiment")
 SEED_RANGE = (0, 2**32 - 1)  # NumPy's seeds, which seed_everything sets too
 
 # ``data=torchvision``'s default name: torchvision.datasets.KMNIST → kmnist.
@@ -117,6 +117,11 @@ def validate(cfg: DictConfig) -> None:
             graphs.recorder(device_of(cfg))
         except ValueError as err:
             raise ConfigError(f"Invalid trainer.cuda_graph=true: {err}.") from None
+        if cfg.get("scheduler"):
+            raise ConfigError(
+                "Invalid trainer.cuda_graph=true with a scheduler: a recorded step replays the learning rate it was "
+                "recorded with; use scheduler=constant with cuda_graph, or train the schedule without it."
+            )
         if not one_process(cfg):
             raise ConfigError(
                 "Invalid trainer.cuda_graph=true with several devices: a recorded step would hold DDP's gradient "
@@ -156,7 +161,11 @@ def build(cfg: DictConfig):
     try:
         datamodule = instantiate_group(cfg, "data")
         module = instantiate_group(
-            cfg, "model", optimizer=instantiate_group(cfg, "optimizer"), cuda_graph=bool(cfg.trainer.get("cuda_graph"))
+            cfg,
+            "model",
+            optimizer=instantiate_group(cfg, "optimizer"),
+            scheduler=instantiate_group(cfg, "scheduler") if cfg.get("scheduler") else None,
+            cuda_graph=bool(cfg.trainer.get("cuda_graph")),
         )
         try:
             optimizer = module.configure_optimizers()

@@ -49,6 +49,7 @@ class ClassifierModule(pl.LightningModule):
         net: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         micro_batch_size: int | None = 4096,
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         check_finite_every_n_steps: int | None = None,
         cuda_graph: bool = False,
     ):
@@ -61,7 +62,7 @@ class ClassifierModule(pl.LightningModule):
                 raise ValueError(f"Invalid model.{key}={value!r}; give a positive integer or null.")
         self.automatic_optimization = False
         self.net = net
-        self.optimizer_factory = optimizer
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.micro_batch_size = micro_batch_size
         self.check_finite_every_n_steps = check_finite_every_n_steps
         self.cuda_graph = cuda_graph
@@ -84,7 +85,12 @@ class ClassifierModule(pl.LightningModule):
             torch.set_rng_state(checkpoint["torch_rng_state"])
 
     def configure_optimizers(self):
-        return self.optimizer_factory(self.parameters(), **({"capturable": True} if self.cuda_graph else {}))
+        optimizer = self.optimizer_factory(self.parameters(), **({"capturable": True} if self.cuda_graph else {}))
+        if self.scheduler_factory is None or self._trainer is None:
+            return optimizer
+        # Stepped once per optimizer step (training_step); Lightning keeps its state in the checkpoint.
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # -- metrics -----------------------------------------------------------------------------
     def _accumulate(self, split: str, loss_sum: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
@@ -143,6 +149,8 @@ class ClassifierModule(pl.LightningModule):
             opt.zero_grad(set_to_none=not self.cuda_graph)  # a recorded step keeps the gradients' tensors
             self._forward_backward(*batch)
             opt.step()
+        if (scheduler := self.lr_schedulers()) is not None:
+            scheduler.step()
         if self.global_step % check_finite_every(self.check_finite_every_n_steps, self.device) == 0:
             self._raise_if_loss_diverged()
 

@@ -170,6 +170,8 @@ class RunTracking(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         metrics = pl_module.epoch_summary()
+        if trainer.lr_scheduler_configs:  # a schedule's learning rate, as the next epoch starts it
+            metrics["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
         trainer.strategy.barrier()  # the slowest rank's time counts
         metrics["epoch_time_s"] = time.perf_counter() - self._epoch_start
         self._train_time += metrics["epoch_time_s"]

@@ -22,6 +22,9 @@ TRUST_ENV = "OPTBENCH_TRUSTED_MODULES"
 OWN_TARGETS = frozenset(
     {
         "optbench.optim.create",
+        "optbench.schedules.cosine",
+        "optbench.schedules.warmup_cosine",
+        "optbench.schedules.linear",
         "optbench.data.MNISTDataModule",
         "optbench.torchvision_data.TorchvisionDataModule",
         "optbench.module.ClassifierModule",

@@ -59,6 +59,11 @@ def refuse_unpackable(cfg: DictConfig, net, datamodule) -> None:
             f"model.net._target_={cfg.model.net.get('_target_')} cannot be packed. Run this sweep with "
             "hydra/launcher=joblib (or the default launcher) instead."
         )
+    if cfg.get("scheduler"):
+        raise config.ConfigError(
+            "hydra/launcher=packed steps its replicas' optimizers itself and has no learning-rate schedules yet; "
+            "run this sweep with hydra/launcher=joblib (or the default launcher), or with scheduler=constant."
+        )
     if not isinstance(datamodule, InMemoryDataModule):
         raise config.ConfigError(
             f"hydra/launcher=packed reads optbench's in-memory datasets (data=mnist, fashion_mnist, torchvision); "

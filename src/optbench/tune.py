@@ -24,7 +24,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from mlflow.entities import Metric, Param, RunTag
 from optuna.trial import TrialState
 
-from . import config, pipeline, store
+from . import config, pipeline, store, tuning_axes
 from .compare.query import SUMMARY_TAG
 
 DEFAULT_OPTIMIZERS = ("sgd", "sgd_momentum", "adagrad", "rmsprop", "adadelta", "adam")
@@ -43,6 +43,8 @@ class Plan:
     experiment: str = "optbench"
     storage: str | None = None  # an Optuna RDB URL or journal:PATH shared by the workers; None: in memory
     workers: int = 1
+    budgets: tuple[int, ...] = ()  # the tuning-budget axis (``tuning_axes``); empty: the best and the default
+    lr_grid: tuple[float, ...] = ()  # the learning-rate sensitivity axis; empty: none
     seed: int = 42
     extra: list[str] = field(default_factory=list)  # further overrides of every run
     studies: dict[str, optuna.Study] = field(default_factory=dict, repr=False)  # in-memory ones, by optimizer
@@ -170,3 +172,23 @@ def retrain(plan: Plan, optimizer: str, best: dict) -> None:
         tuned = [*(f"{k}={v}" for k, v in best.items()), f"label={optimizer}-tuned"]
         pipeline.run(config.compose(*common, *tuned, f"seed={seed}"))
         pipeline.run(config.compose(*common, f"seed={seed}"))
+
+
+def retrain_budgets(plan: Plan, optimizer: str, shared: optuna.Study) -> None:
+    """Each budget's setting (the best of its first trials; the defaults for 1) with the same seeds, validated
+    on the test set, labelled ``<optimizer>@budget=<b>``."""
+    for budget in plan.budgets:
+        setting = [f"{k}={v}" for k, v in tuning_axes.best_within(shared, budget).items()]
+        _seeds(plan, optimizer, *setting, f"label='{tuning_axes.BUDGET.label(optimizer, budget)}'")
+
+
+def sweep_lr(plan: Plan, optimizer: str) -> None:
+    """The learning-rate grid, all else at the preset's defaults, with the same seeds, on the test set."""
+    for lr in plan.lr_grid:
+        _seeds(plan, optimizer, f"optimizer.lr={lr!r}", f"label='{tuning_axes.LR.label(optimizer, lr)}'")
+
+
+def _seeds(plan: Plan, optimizer: str, *overrides: str) -> None:
+    common = [f"optimizer={optimizer}", f"sweep_id={plan.sweep}", *plan.overrides()]
+    for seed in range(1, plan.seeds + 1):
+        pipeline.run(config.compose(*common, *overrides, f"seed={seed}"))

@@ -2,6 +2,8 @@
 
     optbench-tune [--optimizers sgd,adam,...] [--trials 10] [--seeds 3] [--epochs 10] [--subset N] [OVERRIDES]
     optbench-tune --trials 5 model=custom model.net._target_=mypkg.MyNet    # overrides of every run: your net
+    optbench-tune --budgets 1,10,25 --seeds 3    # the tuning-budget axis: each optimizer after 1 (defaults), 10, 25 trials
+    optbench-tune --lr-grid 1e-4,1e-3,1e-2      # learning-rate sensitivity only (no search)
     optbench-tune --workers 2 ...                               # 2 local processes share each study
     optbench-tune --storage postgresql://... --sweep-id S --workers 4 --only-workers 2,3 --no-finish   # on another machine
 
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from hydra.errors import HydraException
 
-from .. import config, runtime, store, tune
+from .. import config, runtime, store, tune, tuning_axes
 from ..compare import CompareError, compare, figures, render, report, summary
 
 
@@ -47,10 +49,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-finish", action="store_true", help="only search; another machine retrains and compares")
     parser.add_argument("--out", type=Path, default=Path("multirun/tune"), help="folder for the default Optuna storage")
+    parser.add_argument(
+        "--budgets", default=None, help="trial counts to compare, e.g. 1,10,25 (1 = the defaults); runs the largest"
+    )
+    parser.add_argument("--lr-grid", default=None, help="learning rates to sweep, e.g. 1e-4,1e-3,1e-2 (log grid)")
     parser.add_argument("overrides", nargs="*", help="config overrides of every run, as for optbench-train")
     args = parser.parse_args(argv)
     if args.trials < 1 or args.seeds < 1 or args.workers < 1:
         parser.error("--trials, --seeds and --workers must be positive")
+    try:
+        args.budgets = (
+            tuple(map(int, tuning_axes.parse(args.budgets, "--budgets", integers=True))) if args.budgets else ()
+        )
+        args.lr_grid = tuning_axes.parse(args.lr_grid, "--lr-grid") if args.lr_grid else ()
+    except ValueError as err:
+        parser.error(str(err))
+    if args.budgets:
+        args.trials = args.budgets[-1]  # one study per optimizer, as long as the largest budget
     return args
 
 
@@ -76,16 +91,18 @@ def main(argv: list[str] | None = None) -> int:
     plan = tune.Plan(
         sweep, args.tracking_uri or store.default_tracking_uri(), tuple(args.optimizers.split(",")), args.trials,
         args.seeds, args.epochs, args.subset, args.experiment, storage, args.workers, extra=args.overrides,
+        budgets=args.budgets, lr_grid=args.lr_grid,
     )  # fmt: skip
     shares = [int(k) for k in args.only_workers.split(",")] if args.only_workers else list(range(args.workers))
     try:
         config.check_overrides(plan.extra)
         config.validate(config.compose("experiment=tuned", *plan.overrides()))  # a bad override: before any run
         store.prepare(plan.uri, plan.experiment)
-        if len(shares) == 1:
+        searching = bool(plan.budgets) or not plan.lr_grid  # --lr-grid alone: the grid, no search
+        if searching and len(shares) == 1:
             for optimizer in plan.optimizers:
                 tune.search(plan, optimizer, shares[0])
-        else:  # one process per share, all at once, on studies (and storage tables) made here first
+        elif searching:  # one process per share, all at once, on studies (and storage tables) made here first
             for optimizer in plan.optimizers:
                 tune.study(plan, optimizer)
             procs = [subprocess.Popen(worker_command(args, plan, k)) for k in shares]
@@ -95,16 +112,29 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_finish:
             return 0
         for optimizer in plan.optimizers:
-            best = tune.log_best(plan, optimizer, tune.wait_for_budget(plan, optimizer))
-            print(f"optbench-tune: {optimizer} best {best} over {plan.trials} trials", flush=True)
-            tune.retrain(plan, optimizer, best)
+            if searching:
+                shared = tune.wait_for_budget(plan, optimizer)
+                best = tune.log_best(plan, optimizer, shared)
+                print(f"optbench-tune: {optimizer} best {best} over {plan.trials} trials", flush=True)
+                if plan.budgets:
+                    tune.retrain_budgets(plan, optimizer, shared)
+                else:
+                    tune.retrain(plan, optimizer, best)
+            if plan.lr_grid:
+                tune.sweep_lr(plan, optimizer)
         epochs = sorted({1, (plan.epochs + 1) // 2, plan.epochs})
         comparison = compare(store.open_existing(plan.uri), plan.experiment, sweep, epochs=epochs)
     except (config.ConfigError, CompareError, store.StoreError, HydraException) as err:
         print(f"optbench-tune: {err}", file=sys.stderr)
         return 2
     sys.stdout.write(render.render(comparison, "table"))
-    page = report.build(comparison, f"optbench tuned comparison — sweep {sweep}")
+    sections, column = [], f"val_acc@{plan.epochs}"
+    for axis, used in ((tuning_axes.BUDGET, plan.budgets), (tuning_axes.LR, plan.lr_grid)):
+        if used:
+            rows = tuning_axes.table(comparison, column, axis)
+            sys.stdout.write("\n" + tuning_axes.render(rows, column, axis))
+            sections += [f"<h2>Result by {axis.title}</h2>", report.svg(tuning_axes.figure(rows, column, axis))]
+    page = report.build(comparison, f"optbench tuned comparison — sweep {sweep}", sections=sections)
     summary.log_summary(
         store.open_existing(plan.uri), plan.experiment, sweep, comparison, figures.learning_curves(comparison), page
     )

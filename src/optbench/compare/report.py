@@ -38,7 +38,7 @@ def _table(heads: list[str], rows: list[list[str]], classes: list[str] | None = 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _svg(fig) -> str:
+def svg(fig) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.StringIO()
@@ -102,16 +102,17 @@ def differences(comparison: Comparison) -> list[str]:
     return parts
 
 
-def build(comparison: Comparison, title: str, profile_level: float = 0.99) -> str:
+def build(comparison: Comparison, title: str, profile_level: float = 0.99, sections: list[str] = ()) -> str:
+    """The HTML report; ``sections`` (HTML a command adds, e.g. the tuning-budget figure) go before the notes."""
     parts = [f"<h1>{_e(title)}</h1>", *verdict_section(comparison)]
     parts.append(
         f'<p class="note">Cells: mean ± half-width of the {render.INTERVAL}; aggregate: {comparison.aggregate}.</p>'
     )
     parts += ["<h2>Comparison</h2>", main_table(comparison)]
     if any(comparison.primary in r.paired for r in comparison.rows):
-        parts += ["<h2>Differences on the primary endpoint</h2>", _svg(forest_plot(comparison))]
+        parts += ["<h2>Differences on the primary endpoint</h2>", svg(forest_plot(comparison))]
     parts += differences(comparison)
-    parts += ["<h2>Learning curves</h2>", _svg(learning_curves(comparison))]
+    parts += ["<h2>Learning curves</h2>", svg(learning_curves(comparison))]
     targets, ratios = profiles(comparison, profile_level)
     if targets:
         parts.append("<h2>Time to target</h2>")
@@ -138,7 +139,8 @@ def build(comparison: Comparison, title: str, profile_level: float = 0.99) -> st
             ]
             parts.append(_table(["optimizer", *datasets, "mean rank"], rank_rows))
             parts.append('<p class="note">Equal means share the average of their ranks.</p>')
-        parts += ["<h2>Performance profiles (Dolan–Moré)</h2>", _svg(performance_profiles(targets, ratios))]
+        parts += ["<h2>Performance profiles (Dolan–Moré)</h2>", svg(performance_profiles(targets, ratios))]
+    parts += list(sections)
     notes = render.notes(comparison)
     if notes:
         parts += ["<h2>Not counted</h2>", "<ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"]

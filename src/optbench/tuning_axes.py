@@ -106,6 +106,9 @@ def figure(rows: Table, column: str, axis: Axis):
                                 [by_x[x][2] - m for x, m in zip(xs, means, strict=True)]])  # fmt: skip
         ax.errorbar(xs, means, yerr=errors, marker="o", capsize=3, label=name)
     ax.set_xscale("log")
+    ticks = sorted({x for by_x in rows.values() for x in by_x})
+    ax.set_xticks(ticks, [f"{x:g}" for x in ticks])  # the values run, not log-decade ticks (2×10⁰ …)
+    ax.minorticks_off()
     ax.set_xlabel(axis.title)
     ax.set_ylabel(column)
     ax.grid(alpha=0.3, which="both")

@@ -186,5 +186,17 @@ def test_interrupt_then_resume_a_packed_run(data_root, tmp_path):
     straight = f"sqlite:///{tmp_path / 'b.db'}"
     run_cli("-m", "hydra/launcher=packed", *quick_args(data_root, straight, tmp_path / "b", *args[7:]))
     reference = next(r for r in runs_of(straight)[1] if r.data.tags["optimizer"] == "adam")
-    want = histories(mlflow.MlflowClient(straight), reference.info.run_id)["val_loss"]
-    assert [v for _, v in history] == pytest.approx([v for _, v in want], rel=1e-3), "as if never interrupted"
+    want = [v for _, v in histories(mlflow.MlflowClient(straight), reference.info.run_id)["val_loss"]]
+    got = [v for _, v in history]
+    assert got[: len(kept)] == want[: len(kept)], "the epochs before the interruption are the pack's, bit for bit"
+    # After it the run goes on as a pack of one, which sums in another order than the pack of two: it may
+    # differ from the pack by about as much as a single uninterrupted run does (1.5e-3 relative at epoch 4 on
+    # an AVX2 machine; a fixed tolerance of 1e-3 passed on AVX-512 only), not more. A dropout stream not
+    # restored misses by 1.5e-2.
+    alone = f"sqlite:///{tmp_path / 'c.db'}"
+    run_cli(*quick_args(data_root, alone, tmp_path / "c", "optimizer=adam", *args[8:]))
+    client_alone, (run_alone,) = runs_of(alone)
+    single = [v for _, v in histories(client_alone, run_alone.info.run_id)["val_loss"]]
+    for epoch in range(len(kept), 4):
+        gap = abs(single[epoch] - want[epoch])
+        assert abs(got[epoch] - want[epoch]) <= 2 * gap + 1e-6 * want[epoch], (epoch + 1, got, want, single)

@@ -191,7 +191,7 @@ def test_interrupt_then_resume_a_packed_run(data_root, tmp_path):
     assert got[: len(kept)] == want[: len(kept)], "the epochs before the interruption are the pack's, bit for bit"
     # After it the run goes on as a pack of one, which sums in another order than the pack of two: it may
     # differ from the pack by about as much as a single uninterrupted run does (1.5e-3 relative at epoch 4 on
-    # an AVX2 machine; a fixed tolerance of 1e-3 passed on AVX-512 only), not more. A dropout stream not
+    # an AVX-512 machine; a fixed tolerance of 1e-3 passed on AVX2 only), not more. A dropout stream not
     # restored misses by 1.5e-2.
     alone = f"sqlite:///{tmp_path / 'c.db'}"
     run_cli(*quick_args(data_root, alone, tmp_path / "c", "optimizer=adam", *args[8:]))

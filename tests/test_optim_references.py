@@ -173,6 +173,15 @@ def test_muon_equals_its_reference(preset, foreach):
     assert error < (1e-8 if preset == "keras" else RTOL)
 
 
+@pytest.mark.parametrize("preset", list(MUON_REFERENCES))
+def test_muon_capturable_takes_the_same_steps(preset):
+    """Capturable reaches only the AdamW tensors (Muon's matrices keep no step counter)."""
+    plain = muon_torch(lambda w, b: [O.create([w, b], "muon", preset)])
+    captured = muon_torch(lambda w, b: [O.create([w, b], "muon", preset, capturable=True)])
+    np.testing.assert_allclose(captured, plain, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(plain, np.concatenate([M0.ravel(), W0[:4]])), "both tensors must have moved"
+
+
 def test_muon_orthogonalises_the_update():
     """NS₅ maps a matrix to one whose singular values lie near 1 (0.5–1.5, its authors' design)."""
     from optbench.optim.muon import newton_schulz

@@ -19,7 +19,7 @@ from .base import (
     addcdiv_scaled_single,
     apply_weight_decay_foreach,
     apply_weight_decay_single,
-    check,
+    check_betas,
     check_common,
 )
 
@@ -39,10 +39,7 @@ class Adam(BaseOptimizer):
         capturable: bool = False,
     ):
         check_common(lr, weight_decay, eps)
-        betas = tuple(betas)
-        check(len(betas) == 2, f"Invalid betas={betas}; give two values (beta1, beta2).")
-        for i, b in enumerate(betas):
-            check(0.0 <= b < 1.0, f"Invalid beta{i + 1}={b} in betas={betas}; each must be in [0, 1).")
+        betas = check_betas(betas)
         defaults = dict(
             lr=lr,
             betas=betas,

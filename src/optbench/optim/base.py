@@ -36,6 +36,18 @@ def check_common(lr: float, weight_decay: float, eps: float | None = None) -> No
         check(0.0 < eps <= FLOAT32_MAX, f"Invalid epsilon: eps={eps}; it must be > 0 and finite (try e.g. 1e-8).")
 
 
+def check_betas(betas, name: str = "betas", closed: bool = False) -> tuple[float, float]:
+    """Two coefficients, each in [0, 1) (or [0, 1] with ``closed``); returned as a tuple."""
+    betas = tuple(betas)
+    check(len(betas) == 2, f"Invalid {name}={betas}; give two values (beta1, beta2).")
+    for i, b in enumerate(betas):
+        check(
+            0.0 <= b <= 1.0 if closed else 0.0 <= b < 1.0,
+            f"Invalid beta{i + 1}={b} in {name}={betas}; each must be in [0, 1{']' if closed else ')'}.",
+        )
+    return betas
+
+
 class BaseOptimizer(Optimizer):
     """Runs closures, skips parameters without gradients, and dispatches to a single or foreach path.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import BaseOptimizer, check, check_common
+from .base import BaseOptimizer, check_betas, check_common
 
 
 class Lion(BaseOptimizer):
@@ -27,10 +27,7 @@ class Lion(BaseOptimizer):
         capturable: bool = False,
     ):
         check_common(lr, weight_decay)
-        betas = tuple(betas)
-        check(len(betas) == 2, f"Invalid betas={betas}; give two values (beta1, beta2).")
-        for i, b in enumerate(betas):
-            check(0.0 <= b <= 1.0, f"Invalid beta{i + 1}={b} in betas={betas}; each must be in [0, 1].")
+        betas = check_betas(betas, closed=True)
         super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay), foreach, capturable)
 
     def _init_state(self, group, p, state):

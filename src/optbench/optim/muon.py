@@ -19,7 +19,7 @@ import math
 import torch
 
 from .adam import Adam
-from .base import BaseOptimizer, check, check_common
+from .base import BaseOptimizer, check, check_betas, check_common
 
 ADJUST_LR = ("original", "match_rms_adamw")
 
@@ -77,10 +77,7 @@ class Muon(Adam):
             ("momentum_form", momentum_form, ("lerp", "sum")),
         ):
             check(value in allowed, f"Invalid {key}={value!r}; choose one of: {', '.join(allowed)}.")
-        adamw_betas = tuple(adamw_betas)
-        check(len(adamw_betas) == 2, f"Invalid adamw_betas={adamw_betas}; give two values (beta1, beta2).")
-        for i, beta in enumerate(adamw_betas):
-            check(0.0 <= beta < 1.0, f"Invalid adamw beta{i + 1}={beta} in adamw_betas={adamw_betas}; in [0, 1).")
+        adamw_betas = check_betas(adamw_betas, "adamw_betas")
         defaults = dict(
             lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
             ns_coefficients=tuple(ns_coefficients), ns_steps=ns_steps, eps=eps, adjust_lr=adjust_lr,

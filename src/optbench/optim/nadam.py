@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import torch
 
-from .base import BaseOptimizer, apply_weight_decay_foreach, apply_weight_decay_single, check, check_common
+from .base import (
+    BaseOptimizer,
+    apply_weight_decay_foreach,
+    apply_weight_decay_single,
+    check,
+    check_betas,
+    check_common,
+)
 
 
 class NAdam(BaseOptimizer):
@@ -29,10 +36,7 @@ class NAdam(BaseOptimizer):
         capturable: bool = False,
     ):
         check_common(lr, weight_decay, eps)
-        betas = tuple(betas)
-        check(len(betas) == 2, f"Invalid betas={betas}; give two values (beta1, beta2).")
-        for i, b in enumerate(betas):
-            check(0.0 <= b < 1.0, f"Invalid beta{i + 1}={b} in betas={betas}; each must be in [0, 1).")
+        betas = check_betas(betas)
         check(momentum_decay >= 0.0, f"Invalid momentum_decay={momentum_decay}; it must be >= 0.")
         defaults = dict(
             lr=lr,

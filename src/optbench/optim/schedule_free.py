@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import BaseOptimizer, check, check_common
+from .base import BaseOptimizer, check, check_betas, check_common
 
 
 def set_mode(optimizers, train: bool) -> None:
@@ -41,10 +41,8 @@ class ScheduleFreeAdamW(BaseOptimizer):
         capturable: bool = False,
     ):
         check_common(lr, weight_decay, eps)
-        betas = tuple(betas)
-        check(len(betas) == 2, f"Invalid betas={betas}; give two values (beta1, beta2).")
-        check(0.0 < betas[0] < 1.0, f"Invalid beta1={betas[0]} in betas={betas}; it must be in (0, 1).")
-        check(0.0 <= betas[1] < 1.0, f"Invalid beta2={betas[1]} in betas={betas}; it must be in [0, 1).")
+        betas = check_betas(betas)
+        check(betas[0] > 0.0, f"Invalid beta1={betas[0]} in betas={betas}; it must be in (0, 1).")
         check(isinstance(warmup_steps, int) and warmup_steps >= 0, f"Invalid warmup_steps={warmup_steps}; >= 0.")
         check(r >= 0.0, f"Invalid r={r}; it must be >= 0.")
         check(weight_lr_power >= 0.0, f"Invalid weight_lr_power={weight_lr_power}; it must be >= 0.")

@@ -28,11 +28,12 @@ from optbench import model as seed_model
 
 BLOCK = 30
 
-# lever → (what it is, the override that undoes it)
+# lever → (what it is, the overrides that undo it)
 LEVERS = {
     "dropout_rng": ("dropout masks from bulk random bytes", "model.net.dropout_rng=bernoulli"),
     "channels_last": ("conv and pool in channels_last", "model.net.channels_last=false"),
-    "foreach": ("multi-tensor optimizer update", "optimizer.foreach=false"),
+    "foreach": ("multi-tensor optimizer update", "optimizer.fused=false optimizer.foreach=false"),
+    "fused": ("one pass per tensor for the optimizer update", "optimizer.fused=false"),
 }
 
 
@@ -101,7 +102,7 @@ def report_switch(name: str, times: dict[str, list[float]]) -> None:
 def config_levers(base: argparse.Namespace, levers: list[str], repeats: int) -> None:
     """The floor, the default pipeline and each config lever undone, in fresh processes, alternating."""
     variants = {"floor": ("floor", []), "default": ("pipeline-off", [])}
-    variants |= {name: ("pipeline-off", [LEVERS[name][1]]) for name in levers}
+    variants |= {name: ("pipeline-off", LEVERS[name][1].split()) for name in levers}
     results: dict[str, list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as store:
         for r in range(repeats):

@@ -46,16 +46,30 @@ def train(model, opt, steps: int, gen: torch.Generator | None = None):
     return [p.detach().clone() for p in model.parameters()]
 
 
-def ours(params, name, foreach=None, **hp):
+# Each path of the update: one tensor at a time, multi-tensor kernels, and the one-pass CPU kernel
+# (optbench.optim.fused) where the optimizer has one.
+PATHS = {"single": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
+
+
+def with_paths(cases: list, name_of=lambda case: case[0]) -> list:
+    """``(*case, path)`` for every path ``case``'s optimizer has."""
+    return [
+        pytest.param(*case if isinstance(case, tuple) else (case,), path, id=f"{path}-{name_of(case)}")
+        for case in cases
+        for path in PATHS
+        if path != "fused" or O.OPTIMIZERS[name_of(case)].has_fused
+    ]
+
+
+def ours(params, name, path="foreach", **hp):
     """Our class with explicit hyperparameters (torch's formula: no preset-specific flags)."""
-    return O.OPTIMIZERS[name](params, foreach=foreach, **hp)
+    return O.OPTIMIZERS[name](params, **PATHS[path], **hp)
 
 
-@pytest.mark.parametrize("foreach", [False, True], ids=["single", "foreach"])
-@pytest.mark.parametrize(("name", "reference", "hp"), AGAINST_TORCH)
-def test_matches_torch_optim(name, reference, hp, foreach):
+@pytest.mark.parametrize(("name", "reference", "hp", "path"), with_paths(AGAINST_TORCH))
+def test_matches_torch_optim(name, reference, hp, path):
     a, b = small_net(), small_net()
-    got = train(a, ours(a.parameters(), name, foreach, **hp), 200)
+    got = train(a, ours(a.parameters(), name, path, **hp), 200)
     want = train(b, reference(b.parameters(), foreach=False, **hp), 200)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-12)
@@ -168,14 +182,15 @@ def keras_reference(name, steps, grads):
     return w
 
 
-@pytest.mark.parametrize("foreach", [False, True], ids=["single", "foreach"])
-@pytest.mark.parametrize("name", ["sgd_momentum", "adagrad", "rmsprop", "adadelta", "adam"])
-def test_keras_preset_follows_keras_formulas(name, foreach):
+@pytest.mark.parametrize(
+    ("name", "path"), with_paths(["sgd_momentum", "adagrad", "rmsprop", "adadelta", "adam"], lambda c: c)
+)
+def test_keras_preset_follows_keras_formulas(name, path):
     def grads(w):  # gradient of a tilted quadratic, so steps vary in size and sign
         return np.array([3.0, 1.0, 0.2]) * w + np.array([0.1, -0.3, 0.05])
 
     w = torch.tensor(W0, dtype=torch.float64, requires_grad=True)
-    opt = O.create([w], name, "keras", foreach=foreach)
+    opt = O.create([w], name, "keras", **PATHS[path])
     for _ in range(50):
         w.grad = torch.tensor(grads(w.detach().numpy()))
         opt.step()
@@ -322,7 +337,7 @@ def test_unknown_names_and_presets():
 
 def test_foreach_is_default_when_tensors_allow():
     net = small_net()
-    opt = O.create(net.parameters(), "adam", "torch")
+    opt = O.create(net.parameters(), "rmsprop", "torch")
     assert opt.param_groups[0]["foreach"] is None and opt.uses_foreach(opt.param_groups[0])
     mixed = [torch.ones(2, requires_grad=True), torch.ones(2, dtype=torch.float64, requires_grad=True)]
     for p in mixed:

@@ -74,14 +74,24 @@ def worst_relative_error(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.max(np.abs(got - want) / np.maximum(np.abs(want), 1e-300)))
 
 
-@pytest.mark.parametrize("foreach", [False, True], ids=["single", "foreach"])
-@pytest.mark.parametrize(("name", "preset"), list(REFERENCES))
-def test_equals_its_reference(name, preset, foreach):
+PATHS = {"single": dict(foreach=False), "foreach": dict(foreach=True), "fused": dict(fused=True)}
+
+
+@pytest.mark.parametrize(
+    ("name", "preset", "path"),
+    [
+        pytest.param(name, preset, path, id=f"{name}-{preset}-{path}")
+        for name, preset in REFERENCES
+        for path in PATHS
+        if path != "fused" or O.OPTIMIZERS[name].has_fused
+    ],
+)
+def test_equals_its_reference(name, preset, path):
     want = REFERENCES[name, preset]()
-    got = torch_trajectory(lambda p: O.create(p, name, preset, foreach=foreach))
+    got = torch_trajectory(lambda p: O.create(p, name, preset, **PATHS[path]))
     assert not np.allclose(want, W0), "the reference must have moved"
     error = worst_relative_error(got, want)
-    print(f"{name} {preset} {'foreach' if foreach else 'single'}: worst relative error {error:.2e}")
+    print(f"{name} {preset} {path}: worst relative error {error:.2e}")
     assert error < RTOL
 
 

@@ -36,11 +36,11 @@ def code_tags() -> dict[str, str] | None:
 
 def identity_params(cfg: DictConfig) -> dict[str, str]:
     """The params this job's run would log (the effective config, flattened), without building its data or
-    model: the optimizer's effective hyperparameters come from constructing it on one scalar."""
+    model: the optimizer's effective hyperparameters come from constructing it on one scalar of the run's device."""
     from .pipeline import flatten  # pipeline imports this module
 
     factory = config.instantiate_group(cfg, "optimizer")
-    optimizer = factory([torch.nn.Parameter(torch.zeros(1))])
+    optimizer = factory([torch.nn.Parameter(torch.zeros(1, device=config.device_of(cfg)))])  # fused: by device
     record = config.effective(cfg, optimizer, int(cfg.get("threads") or 0))
     return {k: str(v) for k, v in flatten(record).items()}
 

@@ -194,8 +194,11 @@ def device_of(cfg: DictConfig) -> torch.device:
 def optimizer_values(optimizer: BaseOptimizer) -> dict[str, Any]:
     """The hyperparameters an optimizer runs with, after its preset and overrides (lists for tuples)."""
     values = {k: list(v) if isinstance(v, tuple) else v for k, v in optimizer.defaults.items()}
-    if values.get("foreach") is None:  # "auto": say which path it takes
-        values["foreach"] = optimizer.uses_foreach(optimizer.param_groups[0])
+    group = optimizer.param_groups[0]
+    if "fused" in values:  # "auto" (null): say which path it takes; it changes the last bits of a step
+        values["fused"] = optimizer.uses_fused(group)
+    if values.get("foreach") is None:
+        values["foreach"] = not values.get("fused") and optimizer.uses_foreach(group)
     return values
 
 
@@ -203,7 +206,7 @@ def effective(cfg: DictConfig, optimizer: BaseOptimizer, threads: int) -> dict[s
     """The resolved config with every value the run used filled in: what is logged, compared and rerun."""
     record = resolved(cfg)
     for key, value in optimizer_values(optimizer).items():
-        if key in record["optimizer"]:
+        if key in record["optimizer"] or key == "fused":  # fused changes numbers: logged even if a config omits it
             record["optimizer"][key] = value
     record["threads"] = threads
     record.pop("resume", None)  # how a run was started, not what it is

@@ -159,6 +159,7 @@ def _set_added(result: dict, stored: dict) -> None:
         if (
             isinstance(ours, dict)
             and isinstance(theirs, dict)
+            and name in ours  # a setting of this checkout's section (sgd has no fused)
             and name not in theirs
             and added_to(theirs.get("_target_"))
         ):

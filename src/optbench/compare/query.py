@@ -30,7 +30,7 @@ NOT_IDENTITY = {
 NOT_IDENTITY_PREFIXES = ("logger.", "callbacks.", "optimizer.search_space.", "trainer.")
 # Settings added after runs were logged without them → the value those runs ran with. A run's identity,
 # its rerun and its resume read a missing key as this value, never as today's default.
-BEFORE_ADDED = {"model.net.dropout_rng": "bernoulli"}
+BEFORE_ADDED = {"model.net.dropout_rng": "bernoulli", "optimizer.fused": False}
 
 
 def added_to(target) -> bool:
@@ -135,7 +135,7 @@ def with_added(params: Mapping[str, str]) -> dict[str, str]:
     for key, value in BEFORE_ADDED.items():
         section = key.rpartition(".")[0] + "."
         if key not in out and any(k.startswith(section) for k in params) and added_to(params.get(section + "_target_")):
-            out[key] = value
+            out[key] = str(value)  # as MLflow logs it
     return out
 
 

@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from . import fused
 from .base import (
     BaseOptimizer,
     addcdiv_scaled_foreach,
@@ -25,6 +26,8 @@ from .base import (
 
 
 class Adam(BaseOptimizer):
+    has_fused = True
+
     def __init__(
         self,
         params,
@@ -37,6 +40,7 @@ class Adam(BaseOptimizer):
         decoupled_weight_decay: bool = False,
         foreach: bool | None = None,
         capturable: bool = False,
+        fused: bool | None = None,
     ):
         check_common(lr, weight_decay, eps)
         betas = check_betas(betas)
@@ -48,6 +52,7 @@ class Adam(BaseOptimizer):
             amsgrad=amsgrad,
             epsilon_hat=epsilon_hat,
             decoupled_weight_decay=decoupled_weight_decay,
+            fused=fused,
         )
         super().__init__(params, defaults, foreach, capturable)
 
@@ -99,3 +104,12 @@ class Adam(BaseOptimizer):
             torch._foreach_div_(denom, [c[1] for c in corrections])
         torch._foreach_add_(denom, group["eps"])
         addcdiv_scaled_foreach(params, ms, denom, [-c[0] for c in corrections])
+
+    def _update_fused(self, group, params, grads, states):
+        grads = apply_weight_decay_foreach(group, params, grads)
+        corrections = [self._corrections(group, s["step"]) for s in states]
+        fused.adam_(
+            params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+            [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else None,
+            *group["betas"], [c[0] for c in corrections], [c[1] for c in corrections], group["eps"],
+        )  # fmt: skip

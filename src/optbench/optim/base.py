@@ -2,7 +2,9 @@
 
 Each subclass writes its update rule twice: ``_update_single`` for one tensor at a
 time (readable, the reference) and ``_update_foreach`` over lists of tensors with
-``torch._foreach_*`` kernels (one launch per op for the whole group).
+``torch._foreach_*`` kernels (one launch per op for the whole group). A rule with a one-pass CPU kernel
+(``fused.py``) also writes ``_update_fused`` and takes ``fused``: ``None`` (auto) uses it wherever the
+tensors allow and ``foreach`` is not set, ``True`` insists, ``False`` never does.
 
 ``capturable=True`` (what ``trainer.cuda_graph`` asks for) keeps each step counter as a tensor on the
 parameter's device and derives the step-dependent scalars (Adam's bias corrections, Adagrad's decayed
@@ -17,6 +19,8 @@ from typing import Any
 
 import torch
 from torch.optim import Optimizer
+
+from . import fused
 
 
 def check(condition: bool, message: str) -> None:
@@ -55,15 +59,27 @@ class BaseOptimizer(Optimizer):
     one device and dtype and none is sparse, which is always the case for the seed CNN.
     """
 
+    has_fused = False  # True where the class writes ``_update_fused`` and takes ``fused``
+
     def __init__(self, params, defaults: dict[str, Any], foreach: bool | None = None, capturable: bool = False):
         defaults = dict(defaults, foreach=foreach, capturable=capturable)
         super().__init__(params, defaults)
+        for group in self.param_groups:
+            if group.get("fused"):
+                check(not group["foreach"], "fused=True and foreach=True exclude each other; set one of them.")
+                why = fused.available(group["params"], group["capturable"])
+                check(
+                    why is None,
+                    f"{type(self).__name__}(fused=True) cannot run here: {why}. Use fused=None (optimizer.fused=null).",
+                )
 
     def __setstate__(self, state):
         super().__setstate__(state)
         for group in self.param_groups:
             group.setdefault("foreach", None)
             group.setdefault("capturable", False)
+            if self.has_fused:
+                group.setdefault("fused", False)  # a state saved before the fused path existed ran without it
 
     # Subclasses implement these three.
     def _init_state(self, group: dict, p: torch.Tensor, state: dict) -> None:
@@ -74,6 +90,18 @@ class BaseOptimizer(Optimizer):
 
     def _update_foreach(self, group: dict, params: list, grads: list, states: list) -> None:
         raise NotImplementedError
+
+    def _update_fused(self, group: dict, params: list, grads: list, states: list) -> None:
+        raise NotImplementedError
+
+    def uses_fused(self, group: dict, params: list[torch.Tensor] | None = None) -> bool:
+        """Whether ``group`` takes the one-pass CPU kernel (``fused=None``: when its tensors allow it and
+        ``foreach`` is not set)."""
+        if not self.has_fused or group.get("fused") is False:
+            return False
+        if group.get("fused"):
+            return True
+        return group["foreach"] is None and fused.available(params or group["params"], group["capturable"]) is None
 
     @staticmethod
     def uses_foreach(group: dict, params: list[torch.Tensor] | None = None) -> bool:
@@ -109,7 +137,9 @@ class BaseOptimizer(Optimizer):
                 for state in states:
                     state["step"] += 1
             grads = [p.grad for p in params]
-            if self.uses_foreach(group, params):
+            if self.uses_fused(group, params):
+                self._update_fused(group, params, grads, states)
+            elif self.uses_foreach(group, params):
                 self._update_foreach(group, params, grads, states)
             else:
                 for p, g, s in zip(params, grads, states, strict=True):

@@ -43,6 +43,8 @@ def newton_schulz(u: torch.Tensor, group: dict) -> torch.Tensor:
 
 
 class Muon(Adam):
+    has_fused = False  # its own rule on matrices; Adam's kernel is not it
+
     def __init__(
         self,
         params,

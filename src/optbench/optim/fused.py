@@ -55,6 +55,7 @@ def _kernels():
     # Numba's own thread pool, not a second OpenMP runtime beside PyTorch's: the two runtimes' spinning
     # threads slow each other's kernels (on 2 cores the fused step then saved 0.3 ms instead of 1.8 ms).
     numba.config.THREADING_LAYER = "workqueue"
+
     def adam(p, g, m, v, vmax, w1, beta2, c2, step, sqrt_div, eps, amsgrad):
         for i in numba.prange(p.shape[0]):
             gi = g[i]

@@ -9,7 +9,9 @@ variant's ``ratio/floor`` (the median of the per-repeat ratios).
 
 Levers that are code, not config (``SWITCHES``: the pooled gradient's copy back to channels_last, and
 deterministic mode's NaN fill of every new tensor, on by default, no gain measured from turning it off,
-docs/benchmarks.md) are flipped inside one pipeline run every ``BLOCK`` steps instead, so that both
+docs/benchmarks.md), and the fused optimizer step (``fused_step``, the optimizer's ``fused`` flipped
+between the one-pass kernel and the foreach path: in one process it is not swamped by the minutes-long
+swings of the machine that separate fresh processes see) are flipped inside one pipeline run every ``BLOCK`` steps instead, so that both
 states share the process, its memory and the machine's moment.
 """
 
@@ -37,22 +39,30 @@ LEVERS = {
 }
 
 
-def _set_fills(on: bool) -> None:
+def _set_fills(on: bool, pl_module) -> None:
     import torch
 
     torch.utils.deterministic.fill_uninitialized_memory = on
 
 
-def _set_grad_relayout(on: bool) -> None:
+def _set_grad_relayout(on: bool, pl_module) -> None:
     seed_model._grad_channels_last = GRAD_RELAYOUT if on else (lambda grad: grad)
 
 
 GRAD_RELAYOUT = seed_model._grad_channels_last  # the model's hook, kept while the switch replaces it
 
+
+def _set_fused(on: bool, pl_module) -> None:
+    if pl_module is not None:
+        for group in pl_module.optimizers().optimizer.param_groups:
+            group["fused"] = on
+
+
 # switch → (what it is, what turns it on or off)
 SWITCHES = {
     "fills": ("NaN fill of new tensors", _set_fills),
     "grad_relayout": ("pooled gradient back to channels_last", _set_grad_relayout),
+    "fused_step": ("one pass per tensor for the optimizer update", _set_fused),
 }
 
 
@@ -76,7 +86,7 @@ def switch_in_process(name: str, data_root: str, blocks: int) -> dict[str, list[
             if self.start is not None and batch_idx >= 2 * BLOCK:  # the first two blocks warm up
                 times[self.state].append((time.perf_counter() - self.start) / BLOCK * 1e3)
             self.state = "on" if (batch_idx // BLOCK) % 2 else "off"
-            setter(self.state == "on")
+            setter(self.state == "on", pl_module)
             self.start = time.perf_counter()
 
     cfg = config.compose(
@@ -84,7 +94,7 @@ def switch_in_process(name: str, data_root: str, blocks: int) -> dict[str, list[
         "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "~logger", "~callbacks.checkpoint",
     )  # fmt: skip
     pipeline.run(cfg, callbacks=[Alternate()])
-    setter(True)
+    setter(True, None)
     return times
 
 

@@ -127,6 +127,8 @@ def test_which_path_auto_takes_and_what_is_refused():
         Adam([half], fused=True)
     with pytest.raises(ValueError, match=r"capturable steps"):
         Adam([p], fused=True, capturable=True)
+    with pytest.raises(ValueError, match=r"Invalid fused='yes'; give true, false or null"):
+        Adam([p], fused="yes")  # a forged record's string must not pass as "insist"
     with pytest.raises(ValueError, match="fused=True and foreach=True exclude each other"):
         Adam([p], fused=True, foreach=True)
     assert "fused" not in create([p], "sgd").defaults  # no kernel of its own: no setting

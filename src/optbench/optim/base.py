@@ -65,7 +65,9 @@ class BaseOptimizer(Optimizer):
         defaults = dict(defaults, foreach=foreach, capturable=capturable)
         super().__init__(params, defaults)
         for group in self.param_groups:
-            if group.get("fused"):
+            value = group.get("fused")
+            check(value is None or isinstance(value, bool), f"Invalid fused={value!r}; give true, false or null.")
+            if value:
                 check(not group["foreach"], "fused=True and foreach=True exclude each other; set one of them.")
                 why = fused.available(group["params"], group["capturable"])
                 check(

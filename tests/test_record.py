@@ -46,7 +46,8 @@ def test_effective_hyperparameters_are_logged(record_store, tmp_path):
     params = client.get_run(first).data.params
     assert params["optimizer.lr"] == "0.001" and params["optimizer.eps"] == "1e-07"
     assert params["optimizer.betas"] == "[0.9, 0.999]" and params["optimizer.epsilon_hat"] == "True"
-    assert params["optimizer.weight_decay"] == "0.0" and params["optimizer.foreach"] == "True"
+    assert params["optimizer.weight_decay"] == "0.0" and params["optimizer.foreach"] == "False"
+    assert params["optimizer.fused"] == "True", "the path taken (it changes last bits) is logged"
     assert int(params["threads"]) >= 1 and params["trainer.max_epochs"] == "2"
     assert not [k for k, v in params.items() if k.startswith("optimizer.") and v == "None"], "no value left as None"
     exp = client.get_experiment_by_name("optbench").experiment_id

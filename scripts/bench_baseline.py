@@ -8,8 +8,9 @@ before/after claim from two ``bench_epoch.py`` runs on different hours says more
 about the code. Here each repeat measures, alternating and each in a fresh worker process
 (``bench_epoch.py``'s): the floor (the step's dense matrix products), the default pipeline of this
 checkout and the default pipeline of ``BASELINE`` (its package and configs, laid out as its wheel
-would install them, first on ``PYTHONPATH``; this environment's other packages), both with tracking on. Prints ms/step (medians), each pipeline's
-``ratio/floor`` (the median of the per-repeat ratios) and ``ratio after/before``.
+would install them, first on ``PYTHONPATH``; this environment's other packages), both with tracking on.
+Prints ms/step (medians), each pipeline's ``ratio/floor`` (the median of the per-repeat ratios) and
+``ratio after/before``.
 """
 
 from __future__ import annotations
@@ -32,23 +33,13 @@ def install_baseline(checkout: str, into: Path) -> Path:
         raise SystemExit(f"error: {checkout} is not an optbench checkout (no src/optbench/pipeline.py)")
     for package in ("optbench", "hydra_plugins"):
         shutil.copytree(root / "src" / package, into / package, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.rmtree(into / "optbench" / "conf", ignore_errors=True)
     shutil.copytree(root / "conf", into / "optbench" / "conf")
     return into
 
 
-def measure_in(src: Path | None, kind: str, args: argparse.Namespace) -> float:
-    """ms/step of one worker, importing optbench from ``src`` (None: this environment's)."""
-    saved = os.environ.get("PYTHONPATH")
-    if src is not None:
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(src), *([saved] if saved else [])])
-    try:
-        return measure(kind, args)["step_s"] * 1e3
-    finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
+def with_path(src: Path) -> dict[str, str]:
+    """This environment with ``src`` first on ``PYTHONPATH``: a worker that imports optbench from there."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))}
 
 
 def main() -> None:
@@ -58,20 +49,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--data-root", default=os.environ.get("OPTBENCH_DATA_ROOT", "../shared/data"))
     args = parser.parse_args()
-    installed = tempfile.TemporaryDirectory()
-    src = install_baseline(args.baseline, Path(installed.name))
-    variants = {"floor": (None, "floor"), "after": (None, "pipeline-on"), "before": (src, "pipeline-on")}
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for r in range(args.repeats):
-        for name, (path, kind) in variants.items():
-            with tempfile.TemporaryDirectory() as store:  # each pipeline its own store: schemas may differ
-                run_args = argparse.Namespace(
-                    steps=args.steps, data_root=str(Path(args.data_root).resolve()), device="cpu",
-                    overrides=[], store=store,
-                )  # fmt: skip
-                times[name].append(measure_in(path, kind, run_args))
-        shown = {k: f"{v[-1]:.2f}" for k, v in times.items()}
-        print(f"repeat {r + 1}: ms/step {shown}", file=sys.stderr, flush=True)
+    data_root = str(Path(args.data_root).resolve())
+    with tempfile.TemporaryDirectory() as installed:
+        before = with_path(install_baseline(args.baseline, Path(installed)))
+        variants = {"floor": ("floor", None), "after": ("pipeline-on", None), "before": ("pipeline-on", before)}
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for r in range(args.repeats):
+            for name, (kind, env) in variants.items():
+                with tempfile.TemporaryDirectory() as store:  # each pipeline its own store: schemas may differ
+                    run_args = argparse.Namespace(
+                        steps=args.steps, data_root=data_root, device="cpu", overrides=[], store=store
+                    )
+                    times[name].append(measure(kind, run_args, env=env)["step_s"] * 1e3)
+            shown = {k: f"{v[-1]:.2f}" for k, v in times.items()}
+            print(f"repeat {r + 1}: ms/step {shown}", file=sys.stderr, flush=True)
     med = statistics.median
 
     def ratio(a: str, b: str) -> tuple[float, list[float]]:

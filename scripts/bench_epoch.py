@@ -197,11 +197,11 @@ def worker(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def measure(kind: str, args: argparse.Namespace, profile: bool = False) -> dict:
+def measure(kind: str, args: argparse.Namespace, profile: bool = False, env: dict | None = None) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--steps", str(args.steps), "--data-root", args.data_root]
     cmd += ["--store", args.store]
     cmd += ["--device", args.device, *(["--profile"] if profile else []), *args.overrides]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
     if profile:
         print(out.split("RESULT")[0])
     return json.loads(out.rsplit("RESULT ", 1)[1])

@@ -7,12 +7,13 @@ matrix products, ``bench_floor.py``), the default pipeline (tracking off), and t
 config lever undone in turn. Prints ms/step (median over repeats), what the lever saves, and each
 variant's ``ratio/floor`` (the median of the per-repeat ratios).
 
-Levers that are code, not config (``SWITCHES``: the pooled gradient's copy back to channels_last, and
+Levers that are code, not config (``SWITCHES``: the pooled gradient's copy back to channels_last,
 deterministic mode's NaN fill of every new tensor, on by default, no gain measured from turning it off,
-docs/benchmarks.md), and the fused optimizer step (``fused_step``, the optimizer's ``fused`` flipped
-between the one-pass kernel and the foreach path: in one process it is not swamped by the minutes-long
-swings of the machine that separate fresh processes see) are flipped inside one pipeline run every ``BLOCK`` steps instead, so that both
-states share the process, its memory and the machine's moment.
+docs/benchmarks.md; the update's thread count), and levers that are config but can be flipped in a
+running model (``fused_step``: the optimizer's ``fused``; ``conv_pool_fused``: the net's ``conv_pool``) are
+flipped inside one pipeline run every ``BLOCK`` steps instead, so that both states share the process, its
+memory and the machine's moment: in one process a lever is not swamped by the minutes-long swings of the
+machine that separate fresh processes see.
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ from pathlib import Path
 from bench_epoch import measure  # scripts/: this file's folder is on sys.path
 
 from optbench import model as seed_model
+from optbench.optim import fused as fused_update
 
 BLOCK = 30
 
 # lever → (what it is, the overrides that undo it)
 LEVERS = {
+    "conv_pool": ("conv, pool, ReLU, dropout as one pair of CPU kernels", "model.net.conv_pool=torch"),
     "dropout_rng": ("dropout masks from bulk random bytes", "model.net.dropout_rng=bernoulli"),
-    "channels_last": ("conv and pool in channels_last", "model.net.channels_last=false"),
+    # PyTorch's layers only (conv_pool=torch): the fused kernels have a layout of their own
+    "channels_last": ("conv and pool in channels_last", "model.net.conv_pool=torch model.net.channels_last=false"),
     "foreach": ("multi-tensor optimizer update", "optimizer.fused=false optimizer.foreach=false"),
     "fused": ("one pass per tensor for the optimizer update", "optimizer.fused=false"),
 }
@@ -58,11 +62,24 @@ def _set_fused(on: bool, pl_module) -> None:
             group["fused"] = on
 
 
+def _set_conv_pool(on: bool, pl_module) -> None:
+    if pl_module is not None:
+        pl_module.net.conv_pool = "fused" if on else "torch"
+
+
+def _set_one_thread_update(on: bool, pl_module) -> None:
+    fused_update.PARALLEL_FROM = ONE_THREAD_FROM if on else 1 << 16  # off: the threshold before 2026-12-07
+
+
+ONE_THREAD_FROM = fused_update.PARALLEL_FROM
+
 # switch → (what it is, what turns it on or off)
 SWITCHES = {
     "fills": ("NaN fill of new tensors", _set_fills),
     "grad_relayout": ("pooled gradient back to channels_last", _set_grad_relayout),
     "fused_step": ("one pass per tensor for the optimizer update", _set_fused),
+    "conv_pool_fused": ("conv, pool, ReLU, dropout as one pair of CPU kernels", _set_conv_pool),
+    "one_thread_update": ("the fused update on one thread, not Numba's two", _set_one_thread_update),
 }
 
 

@@ -51,7 +51,7 @@ def train_steps(
     """``steps`` steps of the seed CNN with dropout, eager or recorded after the warm-ups (``recorder``:
     ``record_traced`` on the CPU, ``graphs.record_cuda`` on a GPU); the final parameters, on the CPU."""
     torch.manual_seed(0)
-    net = SeedCNN().to(device)
+    net = SeedCNN(conv_pool="torch").to(device)  # the layers a recorded step runs (conv_pool=null picks them)
     opt = create(net.parameters(), name, capturable=capturable, **hparams)
     data = torch.Generator().manual_seed(1)
     batches = [
@@ -143,7 +143,8 @@ def test_recorded_run_equals_eager_run(traced, data_root, tmp_path):
     for mode in ("false", "true"):
         uri = f"sqlite:///{tmp_path / mode}.db"
         step_counter = StepCount()
-        cfg = tiny_cfg(data_root, uri, "data.subset=1000", f"trainer.cuda_graph={mode}")  # 15 full batches + 40
+        # 15 full batches + 40; both runs with the layers a recorded step runs (conv_pool=null picks them there)
+        cfg = tiny_cfg(data_root, uri, "data.subset=1000", f"trainer.cuda_graph={mode}", "model.net.conv_pool=torch")
         run = pipeline.run(cfg, callbacks=[step_counter])
         assert run.status == "FINISHED"
         results[mode], steps[mode] = histories(mlflow.MlflowClient(uri), run.run_id), step_counter
@@ -165,7 +166,15 @@ def test_recorded_pack_equals_eager_pack(traced, data_root, tmp_path):
     for mode in ("false", "true"):
         uri = f"sqlite:///{tmp_path / mode}.db"
         cfgs = [
-            tiny_cfg(data_root, uri, "threads=1", f"optimizer={o}", f"seed={i}", f"trainer.cuda_graph={mode}")
+            tiny_cfg(
+                data_root,
+                uri,
+                "threads=1",
+                f"optimizer={o}",
+                f"seed={i}",
+                f"trainer.cuda_graph={mode}",
+                "model.net.conv_pool=torch",
+            )  # fmt: skip
             for i, o in enumerate(("adam", "sgd_momentum", "adagrad"))
         ]
         results = run_pack(cfgs)
@@ -185,7 +194,12 @@ def test_recorded_pack_records_again_when_a_replica_fails(data_root, tmp_path, m
     got = {}
     for mode in ("false", "true"):
         uri = f"sqlite:///{tmp_path / mode}.db"
-        extra = ("threads=1", "+model.check_finite_every_n_steps=6", f"trainer.cuda_graph={mode}")
+        extra = (
+            "threads=1",
+            "+model.check_finite_every_n_steps=6",
+            f"trainer.cuda_graph={mode}",
+            "model.net.conv_pool=torch",
+        )
         cfgs = [tiny_cfg(data_root, uri, "optimizer=sgd", "optimizer.lr=1e12", *extra),
                 tiny_cfg(data_root, uri, "optimizer=adam", *extra)]  # fmt: skip
         results = run_pack(cfgs)
@@ -224,10 +238,12 @@ class HostReads(TorchDispatchMode):
 @pytest.mark.parametrize("layout", ["single", "packed"])
 def test_no_host_reads_per_training_step(layout, data_root, tmp_path, monkeypatch):
     """Reads of device values happen per epoch (and every check_finite_every_n_steps), never per step:
-    a run of 12 steps reads exactly as often as a run of 4."""
+    a run of 12 steps reads exactly as often as a run of 4. With the paths a GPU takes: the CPU's own
+    kernels (conv_pool=fused, optimizer.fused) hand their tensors to NumPy every step, free on a CPU."""
     reads = []
     for n, steps in enumerate((4, 12)):
-        extra = (f"trainer.limit_train_batches={steps}", "+model.check_finite_every_n_steps=1000", "threads=1")
+        extra = (f"trainer.limit_train_batches={steps}", "+model.check_finite_every_n_steps=1000", "threads=1",
+                 "data.subset=1024", "model.net.conv_pool=torch", "optimizer.fused=false")  # 16 batches an epoch  # fmt: skip
         cfg = tiny_cfg(data_root, f"sqlite:///{tmp_path / str(n)}.db", "trainer.enable_progress_bar=true", *extra)
         with monkeypatch.context() as patch, HostReads(patch) as probe:
             result = run_pack([cfg])[0] if layout == "packed" else pipeline.run(cfg)

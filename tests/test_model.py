@@ -51,7 +51,7 @@ def test_relu_after_pool_is_the_seed_order_bit_for_bit():
     """max commutes with ReLU: the reordered forward gives the seed order's loss and gradients exactly
     (with ``nn.Dropout``'s masks: ``dropout_rng=bernoulli`` draws them call for call)."""
     x, y = batch()
-    net = SeedCNN(dropout_rng="bernoulli")
+    net = SeedCNN(dropout_rng="bernoulli", conv_pool="torch")
     params = list(net.parameters())
     loss_a, grads_a = loss_and_grads(net, params, x, y)
     loss_b, grads_b = loss_and_grads(keras_order(net), params, x, y)
@@ -61,8 +61,8 @@ def test_relu_after_pool_is_the_seed_order_bit_for_bit():
 def test_channels_last_keeps_masks_and_numbers():
     """Conv and pool in channels_last: same dropout masks, loss and gradients up to float summation order."""
     x, y = batch()
-    slow = SeedCNN(channels_last=False)
-    fast = SeedCNN(channels_last=True)
+    slow = SeedCNN(channels_last=False, conv_pool="torch")
+    fast = SeedCNN(channels_last=True, conv_pool="torch")
     fast.load_state_dict(slow.state_dict())
     loss_a, grads_a = loss_and_grads(slow, list(slow.parameters()), x, y)
     loss_b, grads_b = loss_and_grads(fast, list(fast.parameters()), x, y)
@@ -89,7 +89,7 @@ def test_channels_last_gradient_copy_changes_no_bit():
     """The pooled gradient copied back to channels_last before the pool's backward (a speed rewrite):
     loss and every gradient equal, bit for bit, those of the channels_last forward without it."""
     x, y = batch()
-    net = SeedCNN(channels_last=True, dropout_rng="bernoulli")
+    net = SeedCNN(channels_last=True, dropout_rng="bernoulli", conv_pool="torch")
     params = list(net.parameters())
     loss_a, grads_a = loss_and_grads(net, params, x, y)
     loss_b, grads_b = loss_and_grads(WithoutGradientCopy(net), params, x, y)

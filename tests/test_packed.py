@@ -26,29 +26,30 @@ def tiny(data_root, uri, *extra):
     return tiny_cfg(data_root, uri, "threads=1", *extra)
 
 
-def seeded(seed: int, rng: str = "bits") -> tuple[SeedCNN, torch.Generator]:
+def seeded(seed: int, rng: str = "bits", conv_pool: str | None = None) -> tuple[SeedCNN, torch.Generator]:
     """A net and its dropout stream exactly as a single run with this seed has them."""
     pl.seed_everything(seed, verbose=False)
-    net = SeedCNN(channels_last=True, dropout_rng=rng)
+    net = SeedCNN(channels_last=True, dropout_rng=rng, conv_pool=conv_pool)
     return net, torch.Generator().set_state(torch.get_rng_state())
 
 
+@pytest.mark.parametrize("conv_pool", ["fused", "torch"])
 @pytest.mark.parametrize("rng", ["bits", "bernoulli"])
-def test_each_replica_draws_the_masks_it_would_draw_alone(rng):
+def test_each_replica_draws_the_masks_it_would_draw_alone(rng, conv_pool):
     images = torch.randint(0, 256, (2, 16, 28, 28), dtype=torch.uint8)
     alone = []
     for k, seed in enumerate((3, 4)):
-        net, generator = seeded(seed, rng)
+        net, generator = seeded(seed, rng, conv_pool)
         torch.set_rng_state(generator.get_state())  # a single run draws from the global generator
         net.train()
         alone.append(net(as_float_images(images[k])))
-    nets, generators = zip(*(seeded(s, rng) for s in (3, 4)), strict=True)
+    nets, generators = zip(*(seeded(s, rng, conv_pool) for s in (3, 4)), strict=True)
     packed = PackedSeedCNN(list(nets), list(generators))
     packed.train()
     together = packed(images)
     for k in range(2):
         torch.testing.assert_close(together[k], alone[k], rtol=1e-5, atol=1e-6)
-    nets, generators = zip(*(seeded(s, rng) for s in (4, 3)), strict=True)
+    nets, generators = zip(*(seeded(s, rng, conv_pool) for s in (4, 3)), strict=True)
     swapped = PackedSeedCNN(list(nets), list(generators))(images)
     assert not torch.allclose(swapped[0], alone[0], atol=1e-3), "another stream gives other masks: the check can fail"
 
@@ -60,7 +61,7 @@ def test_the_pooled_gradient_copy_changes_no_bit(monkeypatch):
     labels = torch.randint(0, 10, (2, 16), generator=torch.Generator().manual_seed(1))
 
     def grads():
-        nets, generators = zip(*(seeded(s) for s in (3, 4)), strict=True)
+        nets, generators = zip(*(seeded(s, conv_pool="torch") for s in (3, 4)), strict=True)
         packed = PackedSeedCNN(list(nets), list(generators))
         packed.train()
         torch.nn.functional.cross_entropy(packed(images).flatten(0, 1), labels.flatten()).backward()

@@ -22,7 +22,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from . import graphs
+from . import conv_pool, graphs
 from .optim import BaseOptimizer
 
 CONFIG_MODULE = "optbench.conf"
@@ -112,6 +112,13 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"Invalid seed={seed!r}; it must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}.")
     if threads is not None and (not _is_int(threads) or threads < 1):
         raise ConfigError(f"Invalid threads={threads!r}; give a positive integer, or null for the usable cores.")
+    net = cfg.get("model", {}).get("net") or {}
+    if net.get("_target_") == SEED_CNN and net.get("conv_pool") == "fused":
+        if device_of(cfg).type != "cpu" or cfg.trainer.get("cuda_graph"):
+            raise ConfigError(
+                "Invalid model.net.conv_pool=fused: its kernels run on the CPU, in steps that are not recorded; "
+                "use conv_pool=torch (or null, which picks it) with trainer=gpu and trainer.cuda_graph."
+            )
     if cfg.trainer.get("cuda_graph"):
         try:
             graphs.recorder(device_of(cfg))
@@ -163,6 +170,7 @@ def build(cfg: DictConfig):
         module = instantiate_group(
             cfg,
             "model",
+            **({"net": net} if (net := seed_cnn_paths(cfg)) else {}),
             optimizer=instantiate_group(cfg, "optimizer"),
             scheduler=instantiate_group(cfg, "scheduler") if cfg.get("scheduler") else None,
             cuda_graph=bool(cfg.trainer.get("cuda_graph")),
@@ -191,6 +199,20 @@ def device_of(cfg: DictConfig) -> torch.device:
     return torch.device("cuda" if cfg.trainer.get("accelerator") in ("gpu", "cuda") else "cpu")
 
 
+SEED_CNN = "optbench.model.SeedCNN"
+
+
+def seed_cnn_paths(cfg: DictConfig) -> dict[str, str]:
+    """The seed CNN's code paths that ``null`` leaves to the device (``model.net.conv_pool``), as the run takes
+    them: the model is built with these and the record logs them, so the two cannot disagree."""
+    net = cfg.get("model", {}).get("net") or {}
+    if net.get("_target_") != SEED_CNN or "conv_pool" not in net or net.conv_pool is not None:
+        return {}
+    if cfg.trainer.get("cuda_graph"):  # a recorded step replays PyTorch's kernels only
+        return {"conv_pool": "torch"}
+    return {"conv_pool": conv_pool.auto_path(device_of(cfg), cfg.trainer.get("precision"))}
+
+
 def optimizer_values(optimizer: BaseOptimizer) -> dict[str, Any]:
     """The hyperparameters an optimizer runs with, after its preset and overrides (lists for tuples)."""
     values = {k: list(v) if isinstance(v, tuple) else v for k, v in optimizer.defaults.items()}
@@ -208,6 +230,8 @@ def effective(cfg: DictConfig, optimizer: BaseOptimizer, threads: int) -> dict[s
     for key, value in optimizer_values(optimizer).items():
         if key in record["optimizer"] or key == "fused":  # fused changes numbers: logged even if a config omits it
             record["optimizer"][key] = value
+    if paths := seed_cnn_paths(cfg):  # like fused, the conv_pool path changes numbers: logged as taken
+        record["model"]["net"].update(paths)
     record["threads"] = threads
     record.pop("resume", None)  # how a run was started, not what it is
     record.pop("trusted_modules", None)  # what this machine trusts, not what the run is

@@ -46,22 +46,40 @@ def byte_threshold(keep: float) -> tuple[int, int]:
     return 4, round(exact * 256**4)
 
 
+def _random_groups(numel: int, k: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+    """The k-byte groups of fresh random 64-bit words, ``(words, 8/k − 1)``: at least one per element."""
+    per_word = 8 // k - 1
+    # The full-range overload random_(-2**63, None) would give all 64 bits, but FX cannot print its name
+    # (aten.random_.from), and graphs.py records steps with FX.
+    words = torch.empty(-(-numel // per_word), dtype=torch.int64, device=device).random_(generator=generator)
+    groups = words.view(_GROUP[k]).view(-1, 8 // k)
+    return groups[:, :per_word] if sys.byteorder == "little" else groups[:, 1:]
+
+
 def keep_mask(x: torch.Tensor, p: float, rng: str, generator: torch.Generator | None = None) -> torch.Tensor:
     """The scaled mask (0 or 1/(1 − p) per element) that dropout multiplies ``x`` by."""
     keep = 1.0 - p
     if rng == "bernoulli":  # F.dropout's CPU path, call for call
         return torch.empty_like(x).bernoulli_(keep, generator=generator).div_(keep)
     k, threshold = byte_threshold(keep)
-    per_word = 8 // k - 1
-    # The full-range overload random_(-2**63, None) would give all 64 bits, but FX cannot print its name
-    # (aten.random_.from), and graphs.py records steps with FX.
-    words = torch.empty(-(-x.numel() // per_word), dtype=torch.int64, device=x.device).random_(generator=generator)
-    groups = words.view(_GROUP[k]).view(-1, 8 // k)
-    groups = groups[:, :per_word] if sys.byteorder == "little" else groups[:, 1:]
+    groups = _random_groups(x.numel(), k, x.device, generator)
     # k > 1: compared as a signed integer s, i.e. s + 2^(8k-1), the unsigned value with its top bit flipped
     mask = torch.empty(groups.shape, dtype=x.dtype, device=x.device)
     torch.lt(groups, threshold if k == 1 else threshold - 2 ** (8 * k - 1), out=mask)  # 1.0 kept, 0.0 not: no bool pass
     return mask.view(-1)[: x.numel()].view(x.shape).div_(keep)
+
+
+def one_byte(p: float, rng: str) -> bool:
+    """Whether ``bits`` masks of rate ``p`` take one random byte per element (the seed's rates do)."""
+    return rng == "bits" and byte_threshold(1.0 - p)[0] == 1
+
+
+def keep_bytes(numel: int, p: float, generator: torch.Generator | None = None) -> tuple[torch.Tensor, int, float]:
+    """For a kernel that applies the mask itself (``one_byte`` rates, on the CPU): the random byte of each of
+    ``numel`` elements, in order, the threshold an element's byte must be below to be kept, and the keep
+    probability — the same draws, and so the same masks, as ``keep_mask`` of a tensor of ``numel`` elements."""
+    _, threshold = byte_threshold(1.0 - p)
+    return _random_groups(numel, 1, torch.device("cpu"), generator).reshape(-1)[:numel], threshold, 1.0 - p
 
 
 class Dropout(nn.Module):
@@ -72,8 +90,12 @@ class Dropout(nn.Module):
         check_rng(rng)
         self.p, self.rng = p, rng
 
+    @property
+    def active(self) -> bool:
+        return self.training and self.p > 0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
+        if not self.active:
             return x
         return x * keep_mask(x, self.p, self.rng)
 

@@ -30,7 +30,7 @@ NOT_IDENTITY = {
 NOT_IDENTITY_PREFIXES = ("logger.", "callbacks.", "optimizer.search_space.", "trainer.")
 # Settings added after runs were logged without them → the value those runs ran with. A run's identity,
 # its rerun and its resume read a missing key as this value, never as today's default.
-BEFORE_ADDED = {"model.net.dropout_rng": "bernoulli", "optimizer.fused": False}
+BEFORE_ADDED = {"model.net.dropout_rng": "bernoulli", "optimizer.fused": False, "model.net.conv_pool": "torch"}
 
 
 def added_to(target) -> bool:

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..dropout import keep_mask
+from .. import conv_pool as fused_block
+from ..dropout import keep_bytes, keep_mask, one_byte
 from ..model import SeedCNN, pooled_contiguous
 
 CONV_OUT = 32
@@ -23,14 +24,17 @@ class PackedSeedCNN(nn.Module):
         super().__init__()
         first = nets[0]
         for net in nets:
-            if (net.dropout1.p, net.dropout2.p, net.dropout1.rng, net.channels_last) != (
+            if (net.dropout1.p, net.dropout2.p, net.dropout1.rng, net.channels_last, net.conv_pool) != (
                 first.dropout1.p,
                 first.dropout2.p,
                 first.dropout1.rng,
                 first.channels_last,
+                first.conv_pool,
             ):
-                raise ValueError("Replicas of one pack need the same model config (dropout rates and rng, layout).")
-        self.k, self.channels_last = len(nets), first.channels_last
+                raise ValueError(
+                    "Replicas of one pack need the same model config (dropout rates and rng, layout, conv_pool)."
+                )
+        self.k, self.channels_last, self.conv_pool = len(nets), first.channels_last, first.conv_pool
         self.p_conv, self.p_dense, self.dropout_rng = first.dropout1.p, first.dropout2.p, first.dropout1.rng
         self.generators = generators
         self.conv_weight = nn.Parameter(torch.cat([n.conv.weight.detach() for n in nets]).contiguous())
@@ -68,13 +72,26 @@ class PackedSeedCNN(nn.Module):
         """uint8 images ``(K, B, 28, 28)`` (replica k's batch at k) → logits ``(K, B, 10)``."""
         k, b = images.shape[:2]
         x = images.transpose(0, 1).float().div_(255.0)  # (B, K, 28, 28): replica k is input channel k
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        x = F.conv2d(x, self.conv_weight, self.conv_bias, groups=k)
-        x = torch.relu_(pooled_contiguous(F.max_pool2d(x, 2), self.channels_last))  # (B, 32K, 13, 13)
-        if self.training and self.p_conv > 0:
-            x = self._dropout(x, self.p_conv, dim=1)
-        x = x.reshape(b, k, -1).transpose(0, 1)  # (K, B, 5408), each replica's channels flattened as one net's
+        if fused_block.takes(self.conv_pool, x):  # replica k: group k, the sums and masks of its single run
+            drop = self.training and self.p_conv > 0
+            inside = drop and one_byte(self.p_conv, self.dropout_rng)
+            keep = None
+            if inside:  # replica k's bytes from its own generator, for its own block of channels
+                per = fused_block.pooled_numel(x, self.conv_weight) // k
+                parts = [keep_bytes(per, self.p_conv, g) for g in self.generators]
+                keep = (torch.cat([part[0] for part in parts]), *parts[0][1:])
+            x = fused_block.conv_relu_pool(x, self.conv_weight, self.conv_bias, groups=k, keep=keep)  # (32K, 13, 13, B)
+            if drop and not inside:
+                x = self._dropout(x, self.p_conv, dim=0)
+            x = x.view(k, -1, b).transpose(1, 2)  # (K, B, 5408): replica k's columns, as its dense layer reads them
+        else:
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            x = F.conv2d(x, self.conv_weight, self.conv_bias, groups=k)
+            x = torch.relu_(pooled_contiguous(F.max_pool2d(x, 2), self.channels_last))  # (B, 32K, 13, 13)
+            if self.training and self.p_conv > 0:
+                x = self._dropout(x, self.p_conv, dim=1)
+            x = x.reshape(b, k, -1).transpose(0, 1)  # (K, B, 5408), each replica's channels flattened as one net's
         x = torch.relu_(torch.baddbmm(self.dense_bias.unsqueeze(1), x, self.dense_weight.transpose(1, 2)))
         if self.training and self.p_dense > 0:
             x = self._dropout(x, self.p_dense, dim=0)

@@ -23,14 +23,18 @@ import numpy as np
 import torch
 
 DTYPES = (torch.float32, torch.float64)
-PARALLEL_FROM = 1 << 16  # elements: below this, starting Numba's threads costs more than they save
+# Elements from which a tensor's update is split over threads. The update is bound by memory, which one
+# core nearly saturates (cold caches, 2 cores: 16.8M elements 8.98 ms on one thread, 8.54 on two), and
+# starting Numba's threads costs ~0.1 ms: in the seed CNN's step (1.4M weights) one thread is 0.24-0.48 ms
+# faster (docs/benchmarks.md).
+PARALLEL_FROM = 1 << 24
 
 
 def available(params: list[torch.Tensor], capturable: bool = False) -> str | None:
     """Why these tensors cannot take the fused path, or None when they can."""
     if capturable:
         return "capturable steps (CUDA graphs) keep the foreach path"
-    if not _numba_installed():
+    if not numba_installed():
         return "Numba is not installed (pip install numba)"
     for p in params:
         if p.device.type != "cpu":
@@ -43,7 +47,7 @@ def available(params: list[torch.Tensor], capturable: bool = False) -> str | Non
 
 
 @functools.cache
-def _numba_installed() -> bool:
+def numba_installed() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 

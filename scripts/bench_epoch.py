@@ -1,4 +1,4 @@
-"""Training speed: optbench's tracked pipeline vs a minimal hand-written PyTorch loop, side by side.
+"""Training speed: optbench's tracked pipeline vs a minimal hand-written PyTorch loop and the step's floor.
 
     python scripts/bench_epoch.py [--steps 300] [--repeats 3] [--data-root ../shared/data] [--device cpu] [--profile]
 
@@ -10,20 +10,27 @@ For the same number of steps on the real MNIST (batch 64), alternating, repeated
   pipeline (off)   the same without the logger, for the tracking overhead (CPU);
   reference+malloc the reference with optbench's allocator setting, to show what that setting alone buys (CPU);
   reference (graph) the reference with its whole step captured in a CUDA graph, capturable Adam (CUDA);
-  pipeline (graph) the pipeline with trainer.cuda_graph=true (CUDA).
+  pipeline (graph) the pipeline with trainer.cuda_graph=true (CUDA);
   floor            the step's dense-layer matrix products alone (scripts/bench_floor.py), what the
-                   hardware needs at least.
+                   hardware needs at least, in a process of its own.
 Each measurement runs in a fresh worker process started by this one, so process-wide settings
-(threads, the C allocator) of one never leak into the next. Prints ms/step (median over repeats),
-samples/s, tracking overhead, the time to evaluate the 10k test set, peak RSS, and last
-`ratio pipeline/reference = X.XX` and `ratio pipeline/floor = X.XX` (medians of the per-repeat ratios; on
-CUDA also the CUDA-graph ratio).
+(threads, the C allocator) of one never leak into the next.
+
+``ratio pipeline/floor`` is measured side by side: inside each pipeline worker, blocks of BLOCK timed steps
+alternate with blocks of the floor's products in the same process, and the ratio is the median over the
+pairs of a pipeline block and the floor block just before it (then the median over repeats). This
+machine's speed drifts by up to 2x within a minute (docs/benchmarks.md), so a floor measured in another
+process some seconds apart moves the ratio more than the code does; that ratio is printed too.
+Prints ms/step (median over repeats), samples/s, tracking overhead, the time to evaluate the 10k test set,
+peak RSS, and last `ratio pipeline/reference = X.XX` and `ratio pipeline/floor = X.XX` (on CUDA also the
+CUDA-graph ratio).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -35,8 +42,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_floor import Floor, floor_loop  # scripts/: this file's folder is on sys.path
 
 WARMUP = 20
+BLOCK = 30  # pipeline steps per timed block; a block of the floor runs in the same process before each
 STEPS_PER_EPOCH = -(-60_000 // 64)
 
 
@@ -129,16 +138,22 @@ def pipeline(
     from optbench.tracking import RunTracking
 
     class StepTimer(pl.Callback):
-        def __init__(self):
-            self.start = self.end = self.val_start = self.val_s = 0.0
+        """The steps after WARMUP in blocks of BLOCK, each preceded by a block of the floor (not counted)."""
+
+        def __init__(self, with_floor: bool):
+            self.floor = Floor(device) if with_floor else None
+            self.blocks, self.floors, self.start = [], [], None
+            self.val_start = self.val_s = 0.0
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if batch_idx == WARMUP:
-                sync(pl_module.device)
-                self.start = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.end = time.perf_counter()
+            if batch_idx < WARMUP or (batch_idx - WARMUP) % BLOCK:
+                return
+            sync(pl_module.device)
+            if self.start is not None:
+                self.blocks.append((time.perf_counter() - self.start) / BLOCK)
+            if self.floor is not None:
+                self.floors.append(self.floor.block(BLOCK))
+            self.start = time.perf_counter()
 
         def on_validation_epoch_start(self, trainer, pl_module):
             sync(pl_module.device)
@@ -148,6 +163,7 @@ def pipeline(
             sync(pl_module.device)
             self.val_s = time.perf_counter() - self.val_start
 
+    blocks = -(-steps // BLOCK)
     spent: dict[str, float] = {}
     for hook in ("on_fit_start", "on_train_epoch_end", "on_fit_end", "finish"):
         timed(RunTracking, hook, spent)
@@ -155,13 +171,13 @@ def pipeline(
         f"data.root={data_root}",
         *(["trainer=gpu"] if device.type == "cuda" else []),
         "trainer.max_epochs=1",
-        f"trainer.limit_train_batches={steps + WARMUP}",
+        f"trainer.limit_train_batches={WARMUP + BLOCK * blocks + 1}",  # the last batch closes the last block
         "trainer.enable_progress_bar=false",
         "seed=0",
         *([f"logger.tracking_uri=sqlite:///{store}/mlflow.db"] if tracking else ["~logger", "~callbacks.checkpoint"]),
         *extra,
     )
-    timer = StepTimer()
+    timer = StepTimer(with_floor=not profile)  # a profile shows the pipeline's operations only
     wall = time.perf_counter()
     if profile:
         from torch.profiler import ProfilerActivity
@@ -175,15 +191,15 @@ def pipeline(
     wall = time.perf_counter() - wall
     per_epoch = spent.get("on_train_epoch_end", 0.0)  # metrics, time-to-target
     per_run = sum(spent.values()) - per_epoch  # run creation, params, config, dataset, end
-    return {"step_s": (timer.end - timer.start) / (steps - 1), "wall_s": wall, "val_s": timer.val_s,
+    ratios = [b / f for b, f in zip(timer.blocks, timer.floors, strict=False)] or [math.nan]
+    return {"step_s": statistics.fmean(timer.blocks), "floor_s": statistics.fmean(timer.floors or [math.nan]),
+            "floor_ratio": statistics.median(ratios), "wall_s": wall, "val_s": timer.val_s,
             "tracking_epoch_s": per_epoch, "tracking_run_s": per_run}  # fmt: skip
 
 
 def worker(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     if args.worker == "floor":
-        from bench_floor import floor_loop  # scripts/: this file's folder is on sys.path
-
         result = floor_loop(args.steps, device)
     elif args.worker.startswith("reference"):
         malloc, graph = args.worker == "reference+malloc", args.worker == "reference-graph"
@@ -239,7 +255,7 @@ def run(args: argparse.Namespace) -> None:
         "reference+malloc": "reference + malloc setting",
         "reference-graph": "reference, CUDA graph",
         "pipeline-graph": "pipeline, cuda_graph=true",
-        "floor": "floor (dense layer's 3 matmuls)",
+        "floor": "floor (dense layer's 3 matmuls), alone",
     }
     cpu = args.device == "cpu"
     kinds = (
@@ -287,8 +303,14 @@ def run(args: argparse.Namespace) -> None:
         measure("pipeline-off", args, profile=True)
     if not cpu:
         print(f"ratio pipeline(cuda_graph)/reference(CUDA graph) = {ratio('pipeline-graph', 'reference-graph'):.2f}")
+    side = [x["floor_ratio"] for x in results["pipeline-on"]]
+    print(
+        f"floor in the pipeline's process, between its blocks: {med(x['floor_s'] for x in results['pipeline-on']) * 1e3:.2f}"
+        f" ms/step; pipeline/floor per repeat {', '.join(f'{r:.2f}' for r in side)}; with the floor alone in its own"
+        f" process: {ratio('pipeline-on', 'floor'):.2f}"
+    )
     print(f"ratio pipeline/reference = {ratio('pipeline-on', 'reference'):.2f}")
-    print(f"ratio pipeline/floor = {ratio('pipeline-on', 'floor'):.2f}")
+    print(f"ratio pipeline/floor = {med(side):.2f}")
 
 
 if __name__ == "__main__":

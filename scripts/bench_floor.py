@@ -1,8 +1,9 @@
 """The floor of a training step of the seed CNN: its dense layer's three matrix products alone.
 
 h = x·W1 (64×5408 · 5408×256), dW1 = xᵀ·dh, dx = dh·W1ᵀ: about 3 × 89 MFLOP per step, the bulk of the
-step's arithmetic. ``scripts/bench_epoch.py`` measures it in the same run as the pipeline and prints
-``ratio pipeline/floor``; alone: ``python scripts/bench_floor.py [--steps 300]``.
+step's arithmetic. ``scripts/bench_epoch.py`` runs it in blocks between the pipeline's own blocks of steps,
+in the pipeline's process, and prints ``ratio pipeline/floor``; alone: ``python scripts/bench_floor.py
+[--steps 300]``.
 """
 
 from __future__ import annotations
@@ -15,24 +16,46 @@ import torch
 WARMUP = 20
 
 
-def floor_loop(steps: int, device: torch.device, batch: int = 64, features: int = 5408, hidden: int = 256) -> dict:
-    """Seconds per step of the three products, into preallocated outputs (no allocation is timed)."""
-    g = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.rand(batch, features, generator=g).to(device)
-    w = (torch.rand(features, hidden, generator=g) - 0.5).to(device)
-    dh = torch.rand(batch, hidden, generator=g).to(device)
-    h, dw, dx = torch.empty(batch, hidden, device=device), torch.empty_like(w), torch.empty_like(x)
-    for i in range(steps + WARMUP):
-        if i == WARMUP:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-        torch.mm(x, w, out=h)
-        torch.mm(x.t(), dh, out=dw)
-        torch.mm(dh, w.t(), out=dx)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return {"step_s": (time.perf_counter() - start) / steps, "checksum": float(h.sum() + dw.sum() + dx.sum())}
+class Floor:
+    """The three products into preallocated outputs (no allocation is timed)."""
+
+    def __init__(self, device: torch.device, batch: int = 64, features: int = 5408, hidden: int = 256):
+        g = torch.Generator(device="cpu").manual_seed(0)
+        self.device = device
+        self.x = torch.rand(batch, features, generator=g).to(device)
+        self.w = (torch.rand(features, hidden, generator=g) - 0.5).to(device)
+        self.dh = torch.rand(batch, hidden, generator=g).to(device)
+        self.h, self.dw, self.dx = (torch.empty(batch, hidden, device=device), torch.empty_like(self.w),
+                                    torch.empty_like(self.x))  # fmt: skip
+
+    def step(self) -> None:
+        torch.mm(self.x, self.w, out=self.h)
+        torch.mm(self.x.t(), self.dh, out=self.dw)
+        torch.mm(self.dh, self.w.t(), out=self.dx)
+
+    def block(self, steps: int, warmup: int = 3) -> float:
+        """Seconds per step over ``steps`` steps, after ``warmup`` untimed ones."""
+        for _ in range(warmup):
+            self.step()
+        self._sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        self._sync()
+        return (time.perf_counter() - start) / steps
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def checksum(self) -> float:
+        return float(self.h.sum() + self.dw.sum() + self.dx.sum())
+
+
+def floor_loop(steps: int, device: torch.device) -> dict:
+    """Seconds per step of the three products, alone in this process."""
+    floor = Floor(device)
+    return {"step_s": floor.block(steps, warmup=WARMUP), "checksum": floor.checksum()}
 
 
 if __name__ == "__main__":

@@ -255,7 +255,7 @@ def run(args: argparse.Namespace) -> None:
         "reference+malloc": "reference + malloc setting",
         "reference-graph": "reference, CUDA graph",
         "pipeline-graph": "pipeline, cuda_graph=true",
-        "floor": "floor (dense layer's 3 matmuls), alone",
+        "floor": "floor (3 dense matmuls), alone",
     }
     cpu = args.device == "cpu"
     kinds = (

@@ -3,7 +3,8 @@ PyTorch's conv2d + max_pool2d + ReLU + dropout as ``conv_pool=torch`` runs them,
 
     python scripts/bench_conv_pool.py [--blocks 12] [--steps 30]
 
-Prints the fused block's largest errors against float64 PyTorch (values, weight and bias gradients), and
+Prints the fused block's largest errors against float64 PyTorch (values, weight and bias gradients) beside
+PyTorch's own float32 errors, and
 the ms per batch of 64 of each path, in alternating blocks of ``--steps`` batches (median over blocks, and
 in how many blocks the fused one was faster). Inside a training step the fused block saves more than it
 does here, where PyTorch's 26×26 tensors stay in the caches between calls (docs/benchmarks.md).
@@ -24,19 +25,36 @@ from optbench.in_memory import as_float_images
 from optbench.model import SeedCNN, pooled_contiguous
 
 
+def block(path: str, net: SeedCNN, x: torch.Tensor, grad: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
+    """Values (samples first), weight and bias gradients of the first block (no dropout), in float64."""
+    weight = net.conv.weight.detach().to(dtype).contiguous().requires_grad_()
+    bias = net.conv.bias.detach().to(dtype).requires_grad_()
+    if path == "fused":
+        out = conv_pool.conv_relu_pool(x.to(dtype), weight, bias)
+        out.backward(grad.to(dtype))
+        out = out.permute(3, 0, 1, 2)
+    else:
+        out = torch.relu(F.max_pool2d(F.conv2d(x.to(dtype), weight, bias), 2))
+        out.backward(grad.permute(3, 0, 1, 2).to(dtype))
+    return [out.detach().double(), weight.grad.double(), bias.grad.double()]
+
+
 def errors(net: SeedCNN, x: torch.Tensor) -> str:
-    """Largest differences of the fused block from PyTorch's layers in float64 (no dropout)."""
-    weight, bias = net.conv.weight.detach().requires_grad_(), net.conv.bias.detach().requires_grad_()
-    out = conv_pool.conv_relu_pool(x, weight, bias)
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(0))
-    out.backward(grad)
-    w64, b64 = weight.detach().double().requires_grad_(), bias.detach().double().requires_grad_()
-    want = torch.relu(F.max_pool2d(F.conv2d(x.double(), w64, b64), 2))
-    want.backward(grad.permute(3, 0, 1, 2).double())
-    value = (out.permute(3, 0, 1, 2).double() - want).abs().max() / want.abs().max()
-    dw = (weight.grad.double() - w64.grad).abs().max() / w64.grad.abs().max()
-    db = (bias.grad.double() - b64.grad).abs().max() / b64.grad.abs().max()
-    return f"largest relative error vs float64: values {value:.1e}, weight gradient {dw:.1e}, bias gradient {db:.1e}"
+    """Largest differences from PyTorch's layers in float64, of the fused block and of PyTorch's own in float32:
+    on real images the weight gradients of both differ by ~1e-2 where near-ties of a window round to
+    another winner in float32; in float64 the two paths agree to ~1e-14."""
+    grad = torch.randn(32, 13, 13, 64, generator=torch.Generator().manual_seed(0))
+    want = block("torch", net, x, grad, torch.float64)
+
+    def rel(got: list[torch.Tensor]) -> str:
+        parts = [(g - w).abs().max() / w.abs().max() for g, w in zip(got, want, strict=True)]
+        return "values {:.1e}, weight gradient {:.1e}, bias gradient {:.1e}".format(*parts)
+
+    return (
+        f"largest relative error vs PyTorch in float64: fused float32 {rel(block('fused', net, x, grad, torch.float32))}; "
+        f"PyTorch float32 {rel(block('torch', net, x, grad, torch.float32))}; "
+        f"fused float64 {rel(block('fused', net, x, grad, torch.float64))}"
+    )
 
 
 def main() -> None:

@@ -9,11 +9,12 @@ variant's ``ratio/floor`` (the median of the per-repeat ratios).
 
 Levers that are code, not config (``SWITCHES``: the pooled gradient's copy back to channels_last,
 deterministic mode's NaN fill of every new tensor, on by default, no gain measured from turning it off,
-docs/benchmarks.md; the update's thread count), and levers that are config but can be flipped in a
-running model (``fused_step``: the optimizer's ``fused``; ``conv_pool_fused``: the net's ``conv_pool``) are
-flipped inside one pipeline run every ``BLOCK`` steps instead, so that both states share the process, its
-memory and the machine's moment: in one process a lever is not swamped by the minutes-long swings of the
-machine that separate fresh processes see.
+docs/benchmarks.md; the update's thread count; the first dropout inside the fused kernels or after
+them), and levers that are config but can be flipped in a running model (``fused_step``: the optimizer's
+``fused``; ``conv_pool_fused``: the net's ``conv_pool``) are flipped inside one pipeline run every
+``BLOCK`` steps instead, so that both states share the process, its memory and the machine's moment: in
+one process a lever is not swamped by the minutes-long swings of the machine that separate fresh
+processes see.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from bench_epoch import measure  # scripts/: this file's folder is on sys.path
 
+from optbench import dropout
 from optbench import model as seed_model
 from optbench.optim import fused as fused_update
 
@@ -67,6 +69,10 @@ def _set_conv_pool(on: bool, pl_module) -> None:
         pl_module.net.conv_pool = "fused" if on else "torch"
 
 
+def _set_dropout_inside(on: bool, pl_module) -> None:
+    seed_model.one_byte = dropout.one_byte if on else (lambda p, rng: False)  # off: Dropout after the kernels
+
+
 def _set_one_thread_update(on: bool, pl_module) -> None:
     fused_update.PARALLEL_FROM = ONE_THREAD_FROM if on else 1 << 16  # off: the threshold before 2026-12-07
 
@@ -79,6 +85,7 @@ SWITCHES = {
     "grad_relayout": ("pooled gradient back to channels_last", _set_grad_relayout),
     "fused_step": ("one pass per tensor for the optimizer update", _set_fused),
     "conv_pool_fused": ("conv, pool, ReLU, dropout as one pair of CPU kernels", _set_conv_pool),
+    "dropout_inside": ("the first dropout's mask applied in those kernels", _set_dropout_inside),
     "one_thread_update": ("the fused update on one thread, not Numba's two", _set_one_thread_update),
 }
 

@@ -108,8 +108,10 @@ def test_shapes_and_inits():
         SeedCNN("he")
 
 
-def test_fast_path_keeps_per_epoch_metrics(data_root):
-    """Default (fast) settings vs every speed switch off: the same per-epoch metrics up to float noise."""
+@pytest.mark.parametrize("conv_pool", ["fused", "torch"])
+def test_fast_path_keeps_per_epoch_metrics(data_root, conv_pool):
+    """Default (fast) settings vs every speed switch off, on either path of the first block (the two draw
+    other masks): the same per-epoch metrics up to float noise."""
 
     def run(*extra):
         cfg = compose_cfg(
@@ -118,6 +120,7 @@ def test_fast_path_keeps_per_epoch_metrics(data_root):
             "trainer.max_epochs=2",
             "trainer.enable_progress_bar=false",
             "~logger",
+            f"model.net.conv_pool={conv_pool}",
             *extra,
         )
         return pipeline.run(cfg).metrics

@@ -13,14 +13,11 @@ For the same number of steps on the real MNIST (batch 64), alternating, repeated
   pipeline (graph) the pipeline with trainer.cuda_graph=true (CUDA);
   floor            the step's dense-layer matrix products alone (scripts/bench_floor.py), what the
                    hardware needs at least, in a process of its own.
-Each measurement runs in a fresh worker process started by this one, so process-wide settings
-(threads, the C allocator) of one never leak into the next.
-
-``ratio pipeline/floor`` is measured side by side: inside each pipeline worker, blocks of BLOCK timed steps
-alternate with blocks of the floor's products in the same process, and the ratio is the median over the
-pairs of a pipeline block and the floor block just before it (then the median over repeats). This
-machine's speed drifts by up to 2x within a minute (docs/benchmarks.md), so a floor measured in another
-process some seconds apart moves the ratio more than the code does; that ratio is printed too.
+Each measurement runs in a fresh worker process, so process-wide settings (threads, the C allocator) of
+one never leak into the next. ``ratio pipeline/floor`` is measured side by side: in each pipeline worker,
+blocks of BLOCK timed steps alternate with blocks of the floor (``bench_floor.Paired``); the median over
+those pairs, then over repeats. The machine's speed drifts up to 2x within a minute (docs/benchmarks.md),
+so a floor timed in another process seconds apart moves the ratio more than the code does (printed too).
 Prints ms/step (median over repeats), samples/s, tracking overhead, the time to evaluate the 10k test set,
 peak RSS, and last `ratio pipeline/reference = X.XX` and `ratio pipeline/floor = X.XX` (on CUDA also the
 CUDA-graph ratio).
@@ -30,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import statistics
@@ -42,16 +38,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from bench_floor import Floor, floor_loop  # scripts/: this file's folder is on sys.path
+from bench_floor import Floor, Paired, floor_loop, sync  # scripts/: this file's folder is on sys.path
 
 WARMUP = 20
 BLOCK = 30  # pipeline steps per timed block; a block of the floor runs in the same process before each
 STEPS_PER_EPOCH = -(-60_000 // 64)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def reference_loop(data_root: str, steps: int, device: torch.device, malloc: bool, graph: bool = False) -> dict:
@@ -138,22 +129,15 @@ def pipeline(
     from optbench.tracking import RunTracking
 
     class StepTimer(pl.Callback):
-        """The steps after WARMUP in blocks of BLOCK, each preceded by a block of the floor (not counted)."""
+        """The steps after WARMUP in blocks of BLOCK, each after a block of the floor (``bench_floor.Paired``)."""
 
         def __init__(self, with_floor: bool):
-            self.floor = Floor(device) if with_floor else None
-            self.blocks, self.floors, self.start = [], [], None
+            self.paired = Paired(Floor(device) if with_floor else None, BLOCK, device)
             self.val_start = self.val_s = 0.0
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if batch_idx < WARMUP or (batch_idx - WARMUP) % BLOCK:
-                return
-            sync(pl_module.device)
-            if self.start is not None:
-                self.blocks.append((time.perf_counter() - self.start) / BLOCK)
-            if self.floor is not None:
-                self.floors.append(self.floor.block(BLOCK))
-            self.start = time.perf_counter()
+            if batch_idx >= WARMUP:
+                self.paired.tick(batch_idx - WARMUP)
 
         def on_validation_epoch_start(self, trainer, pl_module):
             sync(pl_module.device)
@@ -191,9 +175,9 @@ def pipeline(
     wall = time.perf_counter() - wall
     per_epoch = spent.get("on_train_epoch_end", 0.0)  # metrics, time-to-target
     per_run = sum(spent.values()) - per_epoch  # run creation, params, config, dataset, end
-    ratios = [b / f for b, f in zip(timer.blocks, timer.floors, strict=False)] or [math.nan]
-    return {"step_s": statistics.fmean(timer.blocks), "floor_s": statistics.fmean(timer.floors or [math.nan]),
-            "floor_ratio": statistics.median(ratios), "wall_s": wall, "val_s": timer.val_s,
+    paired = timer.paired
+    return {"step_s": statistics.fmean(paired.blocks), "floor_s": statistics.fmean(paired.floors or [float("nan")]),
+            "floor_ratio": paired.ratio(), "wall_s": wall, "val_s": timer.val_s,
             "tracking_epoch_s": per_epoch, "tracking_run_s": per_run}  # fmt: skip
 
 
@@ -205,8 +189,8 @@ def worker(args: argparse.Namespace) -> None:
         malloc, graph = args.worker == "reference+malloc", args.worker == "reference-graph"
         result = reference_loop(args.data_root, args.steps, device, malloc, graph)
     else:
-        on = args.worker in ("pipeline-on", "pipeline-graph")
-        extra = [*args.overrides, *(["trainer.cuda_graph=true"] if args.worker == "pipeline-graph" else [])]
+        on, extra = args.worker in ("pipeline-on", "pipeline-graph"), [*args.overrides]
+        extra += ["trainer.cuda_graph=true"] if args.worker == "pipeline-graph" else []
         result = pipeline(args.data_root, args.store, args.steps, device, on, extra, args.profile)
     result["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["threads"] = torch.get_num_threads()
@@ -215,8 +199,7 @@ def worker(args: argparse.Namespace) -> None:
 
 def measure(kind: str, args: argparse.Namespace, profile: bool = False, env: dict | None = None) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--steps", str(args.steps), "--data-root", args.data_root]
-    cmd += ["--store", args.store]
-    cmd += ["--device", args.device, *(["--profile"] if profile else []), *args.overrides]
+    cmd += ["--store", args.store, "--device", args.device, *(["--profile"] if profile else []), *args.overrides]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
     if profile:
         print(out.split("RESULT")[0])
@@ -233,7 +216,7 @@ def main() -> None:
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--store", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
-        "overrides", nargs="*", help="config overrides for the pipeline, e.g. model.net.channels_last=false"
+        "overrides", nargs="*", help="config overrides for the pipeline, e.g. model.net.conv_pool=torch"
     )
     args = parser.parse_args()
     args.data_root = str(Path(args.data_root).resolve())
@@ -303,12 +286,12 @@ def run(args: argparse.Namespace) -> None:
         measure("pipeline-off", args, profile=True)
     if not cpu:
         print(f"ratio pipeline(cuda_graph)/reference(CUDA graph) = {ratio('pipeline-graph', 'reference-graph'):.2f}")
-    side = [x["floor_ratio"] for x in results["pipeline-on"]]
-    print(
-        f"floor in the pipeline's process, between its blocks: {med(x['floor_s'] for x in results['pipeline-on']) * 1e3:.2f}"
-        f" ms/step; pipeline/floor per repeat {', '.join(f'{r:.2f}' for r in side)}; with the floor alone in its own"
-        f" process: {ratio('pipeline-on', 'floor'):.2f}"
+    side, floor_ms = (
+        [x["floor_ratio"] for x in results["pipeline-on"]],
+        med(x["floor_s"] for x in results["pipeline-on"]),
     )
+    print(f"floor between the pipeline's blocks: {floor_ms * 1e3:.2f} ms/step; pipeline/floor per repeat "
+          f"{', '.join(f'{r:.2f}' for r in side)}; with the floor alone in its own process: {ratio('pipeline-on', 'floor'):.2f}")  # fmt: skip
     print(f"ratio pipeline/reference = {ratio('pipeline-on', 'reference'):.2f}")
     print(f"ratio pipeline/floor = {med(side):.2f}")
 

@@ -9,11 +9,18 @@ in the pipeline's process, and prints ``ratio pipeline/floor``; alone: ``python 
 from __future__ import annotations
 
 import argparse
+import math
+import statistics
 import time
 
 import torch
 
 WARMUP = 20
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 class Floor:
@@ -37,19 +44,39 @@ class Floor:
         """Seconds per step over ``steps`` steps, after ``warmup`` untimed ones."""
         for _ in range(warmup):
             self.step()
-        self._sync()
+        sync(self.device)
         start = time.perf_counter()
         for _ in range(steps):
             self.step()
-        self._sync()
+        sync(self.device)
         return (time.perf_counter() - start) / steps
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
 
     def checksum(self) -> float:
         return float(self.h.sum() + self.dw.sum() + self.dx.sum())
+
+
+class Paired:
+    """A loop's steps timed in blocks of ``size``, each just after a block of the floor in the same process
+    (not counted in the loop's time): ``tick(i)`` at the start of the loop's i-th timed step."""
+
+    def __init__(self, floor: Floor | None, size: int, device: torch.device):
+        self.floor, self.size, self.device = floor, size, device
+        self.blocks, self.floors, self.start = [], [], None
+
+    def tick(self, i: int) -> None:
+        if i % self.size:
+            return
+        sync(self.device)
+        if self.start is not None:
+            self.blocks.append((time.perf_counter() - self.start) / self.size)
+        if self.floor is not None:
+            self.floors.append(self.floor.block(self.size))
+        self.start = time.perf_counter()
+
+    def ratio(self) -> float:
+        """The median over the pairs of a loop block and the floor block before it."""
+        pairs = [b / f for b, f in zip(self.blocks, self.floors, strict=False)]
+        return statistics.median(pairs) if pairs else math.nan
 
 
 def floor_loop(steps: int, device: torch.device) -> dict:

@@ -153,28 +153,20 @@ def _kernels():
                     plane = xp[first + ci]
                     for kh in range(3):
                         # window row dy = 0 reads input row 2i + kh, dy = 1 row 2i + kh + 1
-                        top_e, top_o = plane[kh % 2, 0, i + kh // 2], plane[kh % 2, 1, i + kh // 2]
-                        bot_e, bot_o = (
-                            plane[(kh + 1) % 2, 0, i + (kh + 1) // 2],
-                            plane[(kh + 1) % 2, 1, i + (kh + 1) // 2],
-                        )
+                        top, bot = (kh % 2, i + kh // 2), ((kh + 1) % 2, i + (kh + 1) // 2)
                         for kw in range(3):
                             a = acc[ci * 9 + kh * 3 + kw]
-                            s0, s1 = (kw // 2) * n, ((kw + 1) // 2) * n  # window column dx = 0 and dx = 1
-                            if kw % 2 == 0:
-                                x0, x1, x2, x3 = (
-                                    top_e[s0 : s0 + size],
-                                    top_o[s1 : s1 + size],
-                                    bot_e[s0 : s0 + size],
-                                    bot_o[s1 : s1 + size],
-                                )
-                            else:
-                                x0, x1, x2, x3 = (
-                                    top_o[s0 : s0 + size],
-                                    top_e[s1 : s1 + size],
-                                    bot_o[s0 : s0 + size],
-                                    bot_e[s1 : s1 + size],
-                                )
+                            # window column dx = 0 reads phase column kw % 2, dx = 1 the other one, a block on
+                            s0, s1 = (kw // 2) * n, ((kw + 1) // 2) * n
+                            c0, c1 = kw % 2, 1 - kw % 2
+                            x0, x1 = (
+                                plane[top[0], c0, top[1]][s0 : s0 + size],
+                                plane[top[0], c1, top[1]][s1 : s1 + size],
+                            )
+                            x2, x3 = (
+                                plane[bot[0], c0, bot[1]][s0 : s0 + size],
+                                plane[bot[0], c1, bot[1]][s1 : s1 + size],
+                            )
                             for q in range(size):
                                 d = at[q]  # -1 (all bits set) picks x3, times a zero gradient
                                 v0, v1, v2, v3 = x0[q], x1[q], x2[q], x3[q]

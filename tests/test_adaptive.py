@@ -24,12 +24,35 @@ p.git_state = lambda path=None: {"git_commit": "0123456789abcdef0123456789abcdef
 """
 
 
+# The second job this process trains says so after its second step and waits there for the test's Ctrl-C: the
+# interruption lands mid-training however fast a step is (a fixed sleep let a fast machine finish every job).
+PAUSE = """
+import time
+import optbench.module as m
+_fits, _start, _step = [], m.ClassifierModule.on_train_start, m.ClassifierModule.training_step
+def on_train_start(self):
+    _fits.append(1)
+    _start(self)
+def training_step(self, batch, batch_idx):
+    out = _step(self, batch, batch_idx)
+    if len(_fits) == 2 and batch_idx == 1:
+        print("SECOND JOB MID-TRAINING", flush=True)
+        while True:
+            time.sleep(0.1)
+    return out
+m.ClassifierModule.on_train_start, m.ClassifierModule.training_step = on_train_start, training_step
+"""
+
+
+def _site(path: Path, code: str) -> dict:
+    path.mkdir()
+    (path / "sitecustomize.py").write_text(code)
+    return {"PYTHONPATH": str(path)}
+
+
 @pytest.fixture
 def clean_env(tmp_path) -> dict:
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(SITE)
-    return {"PYTHONPATH": str(site)}
+    return _site(tmp_path / "site", SITE)
 
 
 def _args(data_root, tracking_uri, tmp_path, *extra):
@@ -83,15 +106,16 @@ def test_an_interrupted_adaptive_sweep_continues_with_only_what_is_missing(
 ):
     args = _args(data_root, tracking_uri, tmp_path, "optimizer=adam", "label=a,b", "sweep_id=cut",
                  "hydra.sweeper.max_seeds=3", "trainer.max_epochs=3")  # fmt: skip
-    proc = start_cli(*args, env=clean_env)
+    proc = start_cli(*args, env=_site(tmp_path / "pause", SITE + PAUSE))
     for line in proc.stdout:
-        if "FINISHED" in line:  # one job done: interrupt the next one mid-training
-            time.sleep(2)
+        if "SECOND JOB MID-TRAINING" in line:
             proc.send_signal(signal.SIGINT)
             break
     proc.communicate(timeout=120)
     done = _finished(tracking_uri)
-    assert 1 <= sum(done.values()) < 6
+    assert sum(done.values()) == 1
+    _, runs = runs_of(tracking_uri)
+    assert sorted(r.info.status for r in runs if "optbench.kind" not in r.data.tags) == ["FINISHED", "KILLED"]
     again = run_cli(*args, env=clean_env)
     assert again.stdout.count("FINISHED (already in the store)") == sum(done.values())
     assert _finished(tracking_uri) == {(label, str(s)): 1 for label in "ab" for s in (1, 2, 3)}

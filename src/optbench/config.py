@@ -112,8 +112,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"Invalid seed={seed!r}; it must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}.")
     if threads is not None and (not _is_int(threads) or threads < 1):
         raise ConfigError(f"Invalid threads={threads!r}; give a positive integer, or null for the usable cores.")
-    net = cfg.get("model", {}).get("net") or {}
-    if net.get("_target_") == SEED_CNN and net.get("conv_pool") == "fused":
+    if _seed_cnn(cfg).get("conv_pool") == "fused":
         if device_of(cfg).type != "cpu" or cfg.trainer.get("cuda_graph"):
             raise ConfigError(
                 "Invalid model.net.conv_pool=fused: its kernels run on the CPU, in steps that are not recorded; "
@@ -202,11 +201,17 @@ def device_of(cfg: DictConfig) -> torch.device:
 SEED_CNN = "optbench.model.SeedCNN"
 
 
+def _seed_cnn(cfg: DictConfig) -> DictConfig | dict:
+    """``model.net`` when it is the seed CNN, else an empty dict."""
+    net = cfg.get("model", {}).get("net") or {}
+    return net if net.get("_target_") == SEED_CNN else {}
+
+
 def seed_cnn_paths(cfg: DictConfig) -> dict[str, str]:
     """The seed CNN's code paths that ``null`` leaves to the device (``model.net.conv_pool``), as the run takes
     them: the model is built with these and the record logs them, so the two cannot disagree."""
-    net = cfg.get("model", {}).get("net") or {}
-    if net.get("_target_") != SEED_CNN or "conv_pool" not in net or net.conv_pool is not None:
+    net = _seed_cnn(cfg)
+    if "conv_pool" not in net or net.conv_pool is not None:
         return {}
     if cfg.trainer.get("cuda_graph"):  # a recorded step replays PyTorch's kernels only
         return {"conv_pool": "torch"}

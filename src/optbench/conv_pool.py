@@ -23,6 +23,7 @@ spinning OpenMP worker, made the step 0.3 ms slower, docs/benchmarks.md).
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
@@ -208,11 +209,9 @@ class ConvReluPool(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, groups, keep):
-        n, _, h, w = x.shape
-        channels = weight.shape[0]
-        rows, cols = (h - 2) // 2, (w - 2) // 2
+        channels, rows, _, _ = shape = pooled_shape(x, weight)
         xp = phases(x.detach())
-        out = x.new_empty((channels, rows, cols, n))
+        out = x.new_empty(shape)
         idx = torch.empty(out.shape, dtype=torch.int8)
         drop, threshold, scale = _dropout_args(keep, out)
         forward, _ = _kernels()
@@ -282,10 +281,15 @@ def conv_relu_pool(
     return ConvReluPool.apply(x, weight, bias, groups, keep)
 
 
+def pooled_shape(x: torch.Tensor, weight: torch.Tensor) -> tuple[int, int, int, int]:
+    """The block's output shape for input ``x``, samples last ``(C, Hp, Wp, N)``."""
+    n, _, h, w = x.shape
+    return weight.shape[0], (h - 2) // 2, (w - 2) // 2, n
+
+
 def pooled_numel(x: torch.Tensor, weight: torch.Tensor) -> int:
     """Elements of the block's output for input ``x``: what its dropout draws a byte for."""
-    n, _, h, w = x.shape
-    return weight.shape[0] * ((h - 2) // 2) * ((w - 2) // 2) * n
+    return math.prod(pooled_shape(x, weight))
 
 
 def linear_of_columns(columns: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
